@@ -1,0 +1,236 @@
+"""The LightningDataModule over precomputed features shared by every model family."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytorch_lightning as pl
+from rich.console import Console
+from torch.utils.data import DataLoader
+
+from tal.data import cleaning
+from tal.data.annotations import AnnotationSet, load_annotations
+from tal.data.datasets import FeatureDataset, collate_batch
+from tal.data.features import ConcatStore, FeatureError
+
+SPLITS = ("train", "val", "test")
+
+
+class TALDataModule(pl.LightningDataModule):
+    """Annotations + feature stores -> cleaned splits -> batches in the contract of ``CONTRIBUTING.md``.
+
+    Either point ``annotation_file`` and ``feature_dirs`` at your data, or set ``synthetic`` (e.g.
+    ``{"preset": "small", "seed": 0, "root": "data/synthetic"}``) to generate the synthetic FineAction-like set
+    on demand; ``views`` then selects which of its feature views to concatenate.
+
+    All arguments are numbers, strings and lists so the module pickles (DataLoader workers, ``ddp_spawn``).
+    """
+
+    def __init__(
+        self,
+        annotation_file: str | None = None,
+        feature_dirs: list[str] | None = None,
+        label_file: str | None = None,
+        synthetic: dict | None = None,
+        views: list[str] | None = None,
+        regime: str = "native",
+        L: int = 100,
+        max_seq_len: int = 256,
+        pad_multiple: int = 1,
+        crop_ratio: list[float] | None = None,
+        feat_stride: float = 16,
+        num_frames: float = 16,
+        fps: float | None = None,
+        train_subset: str | list[str] = "training",
+        val_subset: str | list[str] = "validation",
+        test_subset: str | list[str] = "validation",
+        clip_tolerance_sec: float = 1.0,
+        remove_short: bool = False,
+        relabel: bool = False,
+        class_balance: dict | None = None,
+        on_bad_feature: str = "error",
+        batch_size: int = 4,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        cache_features: bool = True,
+        seed: int = 0,
+        verbose: bool = True,
+    ):
+        super().__init__()
+        if on_bad_feature not in ("error", "skip"):
+            raise ValueError(f"data.on_bad_feature must be 'error' or 'skip', got {on_bad_feature!r}")
+        if regime not in ("resize", "native"):
+            raise ValueError(f"data.regime must be 'resize' or 'native', got {regime!r}")
+        self.annotation_file = annotation_file
+        self.feature_dirs = list(feature_dirs or [])
+        self.label_file = label_file
+        self.synthetic = dict(synthetic) if synthetic else None
+        self.views = list(views) if views else None
+        self.regime, self.L, self.max_seq_len, self.pad_multiple = regime, int(L), int(max_seq_len), pad_multiple
+        self.crop_ratio = list(crop_ratio) if crop_ratio else None
+        self.feat_stride, self.num_frames, self.fps = feat_stride, num_frames, fps
+        self.subsets = {"train": train_subset, "val": val_subset, "test": test_subset}
+        self.clip_tolerance_sec, self.remove_short, self.relabel = clip_tolerance_sec, remove_short, relabel
+        self.class_balance = dict(class_balance) if class_balance else None
+        self.on_bad_feature = on_bad_feature
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.cache_features, self.seed, self.verbose = num_workers, cache_features, seed, verbose
+        self.report = cleaning.CleaningReport()
+        self._splits: dict[str, AnnotationSet] = {}
+        self._datasets: dict[str, FeatureDataset] = {}
+        self.label_names: list[str] = []
+        self.in_channels: int | None = None
+
+    # ------------------------------------------------------------------ sources
+    def _synthetic_root(self) -> Path:
+        from tal.data.synthetic import dataset_dir
+
+        s = self.synthetic
+        return dataset_dir(s.get("root", "data/synthetic"), s.get("preset", "small"), int(s.get("seed", 0)))
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic data set once (atomic: written to a temporary folder, then renamed)."""
+        if self.synthetic:
+            from tal.data.synthetic import ensure_dataset
+
+            s = self.synthetic
+            ensure_dataset(s.get("root", "data/synthetic"), s.get("preset", "small"), int(s.get("seed", 0)))
+
+    def _sources(self) -> tuple[str, list[str]]:
+        if self.synthetic:
+            from tal.data.synthetic import VIEWS
+
+            root = self._synthetic_root()
+            views = self.views or list(VIEWS)
+            unknown = sorted(set(views) - set(VIEWS))
+            if unknown:
+                raise ValueError(f"data.views: unknown synthetic views {unknown}; choose from {list(VIEWS)}")
+            return str(root / "annotations_gt.json"), [str(root / "features" / v) for v in views]
+        if not self.annotation_file or not self.feature_dirs:
+            raise ValueError("set data.annotation_file and data.feature_dirs (or data.synthetic.preset)")
+        return self.annotation_file, self.feature_dirs
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits:
+            return
+        ann_file, feature_dirs = self._sources()
+        ann = load_annotations(ann_file, label_file=self.label_file)
+        self.label_names = list(ann.label_names)
+        self.store = ConcatStore.from_paths(feature_dirs)
+        ann, _ = cleaning.clean_segments(ann, self.clip_tolerance_sec, self.report)
+        ann = self._check_features(ann)
+        if self.relabel:
+            ann = cleaning.relabel_to_video_label(ann, self.report)
+        if self.remove_short:
+            ann, _ = cleaning.remove_short_instances(ann, self.L, self.report)
+        for split, subset in self.subsets.items():
+            names = [subset] if isinstance(subset, str) else list(subset)
+            self._splits[split] = ann.subset(*names)
+            if len(self._splits[split]) == 0 and split != "test":
+                raise ValueError(
+                    f"{ann_file}: no videos in subset {names} for the {split} split "
+                    f"(subsets in the file: {ann.subsets()}); set data.{split}_subset"
+                )
+        if self.verbose:
+            Console().print(self.report.table(f"data cleaning of {ann_file}"))
+
+    def _check_features(self, ann: AnnotationSet) -> AnnotationSet:
+        """Missing and invalid feature files: an error naming file and video, or a counted skip."""
+        ids = self.store.ids()
+        missing = [v.video_id for v in ann if v.video_id not in ids]
+        if missing and self.on_bad_feature == "error":
+            store = self.store.stores[0]
+            raise FeatureError(
+                f"{len(missing)} videos of {ann.source} have no features, e.g. video {missing[0]!r} "
+                f"(expected {store.file_of(missing[0])}); set data.on_bad_feature=skip to skip them"
+            )
+        ann, _ = cleaning.drop_videos_without_features(ann, ids, self.report)
+        # read one file per store to learn the widths; with skip, validate every file now so no batch fails later
+        kept = []
+        for i, v in enumerate(ann):
+            if i > 0 and self.on_bad_feature == "error":
+                kept.append(v)
+                continue
+            try:
+                self.store.load(v.video_id)
+                kept.append(v)
+            except FeatureError as e:
+                if self.on_bad_feature == "error":
+                    raise
+                self.report.add("invalid feature file (skipped)", v.video_id)
+                if self.verbose:
+                    Console().print(f"[yellow]skip:[/] {e}")
+        self.in_channels = self.store.channels
+        return ann.with_videos(kept)
+
+    # ------------------------------------------------------------------ accessors
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    def ground_truth(self, split: str) -> AnnotationSet:
+        """The cleaned ground truth of ``split`` (``train``, ``val`` or ``test``): what evaluation uses."""
+        self.setup()
+        return self._splits[split]
+
+    def video_ids(self, split: str) -> list[str]:
+        """The ordered ids of ``split``; a batch's ``video_idx`` indexes this list."""
+        return list(self.ground_truth(split).videos)
+
+    def video_labels(self, split: str) -> dict[str, str | None]:
+        return cleaning.video_labels(self.ground_truth(split))
+
+    def dataset(self, split: str) -> FeatureDataset:
+        if split not in self._datasets:
+            ann = self.ground_truth(split)
+            train = split == "train"
+            clips = cleaning.whole_video_clips(ann)
+            if train and self.class_balance:
+                extra, rep = cleaning.class_balanced_clips(ann, seed=self.seed, **self.class_balance)
+                clips += extra
+                self.report.merge(rep)
+            self._datasets[split] = FeatureDataset(
+                ann,
+                self.store,
+                clips,
+                self.video_ids(split),
+                regime=self.regime,
+                L=self.L,
+                max_seq_len=self.max_seq_len,
+                crop_ratio=self.crop_ratio,
+                feat_stride=self.feat_stride,
+                num_frames=self.num_frames,
+                fps=self.fps,
+                train=train,
+                cache=self.cache_features,
+                seed=self.seed,
+            )
+        return self._datasets[split]
+
+    def _loader(self, split: str) -> DataLoader:
+        train = split == "train"
+        native = self.regime == "native"
+        pad_to, pad_multiple = (self.max_seq_len, self.pad_multiple) if native else (None, 1)
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=functools.partial(collate_batch, pad_to=pad_to, pad_multiple=pad_multiple),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")
