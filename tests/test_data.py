@@ -86,7 +86,9 @@ def test_actionformer_label_ids_and_activitynet_detection(tmp_path):
 
 def test_label_file_and_unknown_format(tmp_path):
     (tmp_path / "cats.txt").write_text("1 zebra jump\n0 apple pick\n2 unused\n")
-    ann = load_annotations(write_json(tmp_path / "fa.json", fineaction_db()), label_file=tmp_path / "cats.txt")
+    ann = load_annotations(
+        write_json(tmp_path / "fa.json", fineaction_db()), label_file=tmp_path / "cats.txt"
+    )
     assert ann.label_names == ["apple pick", "zebra jump", "unused"]
     with pytest.raises(AnnotationError, match=r"bad\.json.*unknown annotation format"):
         load_annotations(write_json(tmp_path / "bad.json", {"videos": []}))
@@ -277,7 +279,9 @@ def test_datamodule_bad_input_error_or_counted_skip(tmp_path):
     dm = TALDataModule(annotation_file=str(ann_file), feature_dirs=[str(d)], verbose=False)
     with pytest.raises(FeatureError, match=r"video 'c'.*c\.npy.*on_bad_feature=skip"):
         dm.setup()
-    dm = TALDataModule(annotation_file=str(ann_file), feature_dirs=[str(d)], on_bad_feature="skip", verbose=False)
+    dm = TALDataModule(
+        annotation_file=str(ann_file), feature_dirs=[str(d)], on_bad_feature="skip", verbose=False
+    )
     dm.setup()
     assert dm.report["video without features"] == 1
     assert dm.report["invalid feature file (skipped)"] == 1
@@ -305,7 +309,9 @@ def test_native_items_map_back_to_seconds(tmp_path):
 
 def test_resize_items_and_training_crop(tmp_path):
     ann_file, d = _tiny_store(tmp_path, ["a", "b", "c", "d"])
-    dm = TALDataModule(annotation_file=str(ann_file), feature_dirs=[str(d)], regime="resize", L=40, verbose=False)
+    dm = TALDataModule(
+        annotation_file=str(ann_file), feature_dirs=[str(d)], regime="resize", L=40, verbose=False
+    )
     dm.setup()
     item = dm.dataset("val")[0]
     assert item["feats"].shape == (8, 40)

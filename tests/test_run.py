@@ -1,0 +1,66 @@
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tal.run import compose, config_dir
+from tal.utils.hydra_callbacks import collect_sweep, sweep_markdown
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_compose_interpolates_L_into_data(tmp_path):
+    cfg = compose(["L=64", f"paths.root_dir={tmp_path}", "data.regime=resize"])
+    assert cfg.data.L == 64 and cfg.data.regime == "resize"
+    assert cfg.data.synthetic.root == f"{tmp_path}/data/synthetic"
+    assert str(tmp_path) in cfg.paths.output_dir  # notebooks get a fresh run folder
+    assert Path(config_dir(), "run.yaml").is_file()
+
+
+@pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp", "ddp_sim"])
+def test_trainer_presets_compose(trainer):
+    cfg = compose([f"trainer={trainer}"])
+    assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
+    if trainer == "ddp_sim":
+        assert (cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.accelerator) == ("ddp_spawn", 2, "cpu")
+
+
+def test_sweep_summary_rows(tmp_path):
+    for job, (l, auc) in enumerate([(100, 0.5), (200, 0.625)]):
+        d = tmp_path / str(job)
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps({"overrides": [f"L={l}"], "metrics": {"val/AUC": auc}}))
+    rows = collect_sweep(tmp_path)
+    assert [r["overrides"] for r in rows] == ["L=100", "L=200"]
+    md = sweep_markdown(rows, ["val/AUC"])
+    assert "| 1 | L=200 | 0.6250 |" in md
+
+
+def test_installed_wheel_finds_its_configs(tmp_path):
+    """A non-editable install ships conf/ as package data: compose works from the installed copy."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
+    wheel = next(tmp_path.glob("tal-*.whl"))
+    target = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as z:
+        assert "tal/conf/run.yaml" in z.namelist()
+        z.extractall(target)
+    code = (
+        "import tal.run as r; cfg = r.compose(['L=200']); "
+        "assert r.config_dir().startswith(%r), r.config_dir(); print(cfg.data.L)" % str(target)
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "200"
