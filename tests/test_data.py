@@ -422,3 +422,25 @@ def test_synthetic_views_are_complementary(small_set):
     both = acc[("i3d", "slowfast")]
     assert both > acc[("i3d",)] + 0.05 and both > acc[("slowfast",)] + 0.05
     assert max(acc[("i3d",)], acc[("slowfast",)]) < 0.92
+
+
+def test_datamodule_class_balance_adds_training_clips(tmp_path):
+    folder = synthetic.ensure_dataset(tmp_path, "tiny", seed=0)
+    kw = dict(synthetic={"preset": "tiny", "root": str(tmp_path)}, regime="resize", L=32, verbose=False)
+    plain = TALDataModule(**kw)
+    plain.setup()
+    balanced = TALDataModule(**kw, class_balance={"target_quantile": 1.0, "max_extra_per_class": 50})
+    balanced.setup()
+    counts = np.bincount(
+        [l for v in balanced.ground_truth("train") for l in balanced.ground_truth("train").label_ids(v)],
+        minlength=4,
+    )
+    extra = len(balanced.dataset("train")) - len(plain.dataset("train"))
+    assert extra == int(sum(min(counts.max() - c, 50) for c in counts))
+    assert extra > 0 and len(balanced.dataset("val")) == len(plain.dataset("val"))
+    item = balanced.dataset("train")[len(balanced.dataset("train")) - 1]  # an extra clip: a crop around one instance
+    assert item["feats"].shape == (160, 32) and len(item["segments"]) >= 1
+    assert item["offset_sec"] > 0 or item["sec_per_unit"] < balanced.ground_truth("train")[
+        balanced.video_ids("train")[item["video_idx"]]
+    ].duration_sec / 32
+    assert (folder / "DONE").exists()

@@ -14,9 +14,13 @@ from tal.utils.io import atomic_write_json, atomic_write_text
 def collect_sweep(sweep_dir: str | Path) -> list[dict]:
     """Rows ``{"job", "overrides", **metrics}`` from each job's ``metrics.json`` below ``sweep_dir``."""
     rows = []
-    for path in sorted(Path(sweep_dir).glob("*/metrics.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
+    for path in sorted(
+        Path(sweep_dir).glob("*/metrics.json"), key=lambda p: (len(p.parent.name), p.parent.name)
+    ):
         data = json.loads(path.read_text())
-        rows.append({"job": path.parent.name, "overrides": " ".join(data.get("overrides", [])), **data["metrics"]})
+        rows.append(
+            {"job": path.parent.name, "overrides": " ".join(data.get("overrides", [])), **data["metrics"]}
+        )
     return rows
 
 

@@ -1,0 +1,37 @@
+"""The official ActivityNet evaluation protocol: detection mAP, proposal AR@AN / AUC, top-k accuracy.
+
+Functions take an :class:`~tal.data.annotations.AnnotationSet` (one subset) and flat
+:class:`~tal.eval.io.Predictions`; :mod:`tal.eval.metrics` wraps them as torchmetrics ``Metric`` s and
+``python -m tal.eval`` (``tal-eval``) evaluates a results JSON file.
+"""
+
+from tal.eval.classification import topk_accuracy, video_labels
+from tal.eval.detection import (
+    TIOU_PRESETS,
+    DetectionResult,
+    evaluate_detection,
+    interpolated_average_precision,
+    resolve_tiou_thresholds,
+)
+from tal.eval.io import Predictions, ResultsError, load_ground_truth, load_results, write_results
+from tal.eval.metrics import DetectionMAP, ProposalAR
+from tal.eval.proposal import ProposalResult, evaluate_proposals
+
+__all__ = [
+    "TIOU_PRESETS",
+    "DetectionMAP",
+    "DetectionResult",
+    "Predictions",
+    "ProposalAR",
+    "ProposalResult",
+    "ResultsError",
+    "evaluate_detection",
+    "evaluate_proposals",
+    "interpolated_average_precision",
+    "load_ground_truth",
+    "load_results",
+    "resolve_tiou_thresholds",
+    "topk_accuracy",
+    "video_labels",
+    "write_results",
+]

@@ -1,0 +1,51 @@
+"""Video-level classification: the video label (most frequent instance label) and top-k accuracy."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics.functional.classification import multiclass_accuracy
+
+from tal.data.annotations import AnnotationSet
+from tal.data.cleaning import video_label
+
+__all__ = ["video_labels", "topk_accuracy"]
+
+
+def video_labels(ground_truth: AnnotationSet) -> dict[str, int]:
+    """Label id of each video with instances: its most frequent instance label
+    (:func:`tal.data.cleaning.video_label` breaks ties)."""
+    return {
+        video.video_id: ground_truth.label_id(video_label(video))
+        for video in ground_truth
+        if video.num_instances
+    }
+
+
+def topk_accuracy(
+    class_scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 2, 3, 5)
+) -> dict[str, float]:
+    """Top-k accuracy of video classification.
+
+    Args:
+        class_scores: ``(V, C)`` scores or probabilities.
+        labels: ``(V,)`` long, the video label of each row.
+        ks: the k values; those larger than ``C`` are skipped.
+
+    Returns:
+        ``{"top1": ..., "top2": ...}`` fractions in ``[0, 1]``.
+    """
+    class_scores = torch.as_tensor(class_scores, dtype=torch.float32)
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if class_scores.ndim != 2 or labels.shape != class_scores.shape[:1]:
+        raise ValueError(
+            f"class_scores must be (V, C) and labels (V,), got {tuple(class_scores.shape)} and {tuple(labels.shape)}"
+        )
+    num_classes = class_scores.shape[1]
+    return {
+        f"top{k}": float(
+            multiclass_accuracy(class_scores, labels, num_classes=num_classes, top_k=k, average="micro")
+        )
+        for k in ks
+        if k <= num_classes
+    }

@@ -1,0 +1,166 @@
+"""Flat prediction sets and the official ActivityNet results JSON.
+
+Results JSON: ``{"version", "external_data", "results": {video_id: [{"segment": [s, e], "label": name,
+"score": p}, ...]}}``; proposals are the same rows without ``label``. Times are seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tal.data.annotations import AnnotationSet, load_annotations
+from tal.utils.io import atomic_write_json
+
+__all__ = ["Predictions", "ResultsError", "load_results", "write_results", "load_ground_truth"]
+
+
+class ResultsError(ValueError):
+    """A results file or prediction set is malformed; the message names the file / video and the problem."""
+
+
+@dataclass
+class Predictions:
+    """Predictions of many videos as flat arrays; row ``i`` belongs to ``video_ids[video_idx[i]]``.
+
+    Row order is the *input order* that breaks score ties in the evaluation (earlier row first).
+
+    Attributes:
+        video_ids: names of the videos the rows refer to.
+        video_idx: ``(P,)`` int64 index into ``video_ids``.
+        segments_sec: ``(P, 2)`` float64 ``[t_start_sec, t_end_sec]``.
+        scores: ``(P,)`` float64.
+        label_idx: ``(P,)`` int64 index into ``label_names``; ``None`` for proposals.
+        label_names: class names the ``label_idx`` refer to; ``None`` for proposals.
+    """
+
+    video_ids: list[str]
+    video_idx: np.ndarray
+    segments_sec: np.ndarray
+    scores: np.ndarray
+    label_idx: np.ndarray | None = None
+    label_names: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.video_idx = np.asarray(self.video_idx, dtype=np.int64).reshape(-1)
+        self.segments_sec = np.asarray(self.segments_sec, dtype=np.float64).reshape(-1, 2)
+        self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
+        n = len(self.scores)
+        if len(self.video_idx) != n or len(self.segments_sec) != n:
+            raise ResultsError(
+                f"predictions: {len(self.video_idx)} video indices, {len(self.segments_sec)} segments and "
+                f"{n} scores; all must be equal"
+            )
+        if n and (self.video_idx.min() < 0 or self.video_idx.max() >= len(self.video_ids)):
+            raise ResultsError(f"predictions: video_idx outside [0, {len(self.video_ids)})")
+        if (self.label_idx is None) != (self.label_names is None):
+            raise ResultsError("predictions: give both label_idx and label_names, or neither (proposals)")
+        if self.label_idx is not None:
+            self.label_idx = np.asarray(self.label_idx, dtype=np.int64).reshape(-1)
+            if len(self.label_idx) != n:
+                raise ResultsError(f"predictions: {len(self.label_idx)} labels for {n} rows")
+            if n and (self.label_idx.min() < 0 or self.label_idx.max() >= len(self.label_names)):
+                raise ResultsError(f"predictions: label_idx outside [0, {len(self.label_names)})")
+        bad = ~(np.isfinite(self.scores) & np.isfinite(self.segments_sec).all(axis=1))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ResultsError(
+                f"video {self.video_ids[self.video_idx[row]]!r}: non-finite segment or score "
+                f"{self.segments_sec[row].tolist()} / {self.scores[row]} ({int(bad.sum())} such rows)"
+            )
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.label_idx is not None
+
+    def to_results(self, version: str = "tal", external_data: dict | None = None) -> dict:
+        """The official results JSON dict (rows grouped by video, input order kept within a video)."""
+        results: dict[str, list[dict]] = {}
+        segs, scores = self.segments_sec.tolist(), self.scores.tolist()
+        labels = None if self.label_idx is None else [self.label_names[i] for i in self.label_idx.tolist()]
+        for row, v in enumerate(self.video_idx.tolist()):
+            entry = {"segment": segs[row], "score": scores[row]}
+            if labels is not None:
+                entry["label"] = labels[row]
+            results.setdefault(self.video_ids[v], []).append(entry)
+        return {
+            "version": version,
+            "external_data": external_data if external_data is not None else {"used": False, "details": ""},
+            "results": results,
+        }
+
+    @classmethod
+    def from_results(cls, data: object, source: str = "results") -> Predictions:
+        """Parse an official results dict. ``label`` is required on every row or on none (proposals)."""
+        if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+            raise ResultsError(f"{source}: expected a mapping with a 'results' mapping of video -> list")
+        video_ids: list[str] = []
+        video_idx: list[int] = []
+        segments: list[tuple[float, float]] = []
+        scores: list[float] = []
+        labels: list[str] = []
+        for vid, rows in data["results"].items():
+            if not isinstance(rows, list):
+                raise ResultsError(f"{source}: video {vid!r}: expected a list of predictions")
+            video_ids.append(str(vid))
+            for k, row in enumerate(rows):
+                try:
+                    s, e = (float(x) for x in row["segment"])
+                    score = float(row["score"])
+                except (KeyError, TypeError, ValueError):
+                    raise ResultsError(
+                        f"{source}: video {vid!r}: prediction {k} needs 'segment': [start, end] and 'score'"
+                    ) from None
+                if "label" in row:
+                    labels.append(str(row["label"]))
+                video_idx.append(len(video_ids) - 1)
+                segments.append((s, e))
+                scores.append(score)
+        if labels and len(labels) != len(scores):
+            raise ResultsError(f"{source}: 'label' is on {len(labels)} of {len(scores)} predictions")
+        label_names = label_idx = None
+        if labels:
+            label_names = sorted(set(labels))
+            index = {name: i for i, name in enumerate(label_names)}
+            label_idx = np.array([index[name] for name in labels], dtype=np.int64)
+        try:
+            return cls(
+                video_ids, np.array(video_idx), np.array(segments), np.array(scores), label_idx, label_names
+            )
+        except ResultsError as e:
+            raise ResultsError(f"{source}: {e}") from None
+
+
+def load_results(path: str | os.PathLike) -> Predictions:
+    """Read an official results JSON file (detections or proposals)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResultsError(f"results file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise ResultsError(f"{path}: not valid JSON ({e})") from None
+    return Predictions.from_results(data, source=str(path))
+
+
+def write_results(path: str | os.PathLike, predictions: Predictions, version: str = "tal") -> Path:
+    """Write ``predictions`` as an official results JSON file, atomically."""
+    return atomic_write_json(path, predictions.to_results(version=version))
+
+
+def load_ground_truth(path: str | os.PathLike, subset: str | None = "validation") -> AnnotationSet:
+    """Ground truth of one subset (``None``: all videos); an empty subset is an error listing the subsets."""
+    if subset is None:
+        return load_annotations(path)
+    gt = load_annotations(path, subsets=[subset])
+    if len(gt) == 0:
+        subsets = load_annotations(path).subsets()
+        raise ResultsError(f"{path}: no video in subset {subset!r}; subsets in the file: {subsets}")
+    return gt
