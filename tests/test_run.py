@@ -42,7 +42,18 @@ def test_sweep_summary_rows(tmp_path):
 def test_installed_wheel_finds_its_configs(tmp_path):
     """A non-editable install ships conf/ as package data: compose works from the installed copy."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
         check=True,
         capture_output=True,
     )
@@ -53,7 +64,7 @@ def test_installed_wheel_finds_its_configs(tmp_path):
         z.extractall(target)
     code = (
         "import tal.run as r; cfg = r.compose(['L=200']); "
-        "assert r.config_dir().startswith(%r), r.config_dir(); print(cfg.data.L)" % str(target)
+        f"assert r.config_dir().startswith({str(target)!r}), r.config_dir(); print(cfg.data.L)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -64,3 +75,28 @@ def test_installed_wheel_finds_its_configs(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "200"
+
+
+@pytest.mark.parametrize(
+    "experiment", sorted(p.stem for p in Path(config_dir(), "experiment").glob("*.yaml"))
+)
+def test_every_experiment_composes(experiment):
+    cfg = compose([f"experiment={experiment}"])
+    assert cfg.model._target_.startswith("tal.models.")
+    assert cfg.data._target_ == "tal.data.TALDataModule"
+
+
+def test_atomic_write_gives_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from tal.utils.io import atomic_write_json
+
+    mask = os.umask(0o022)
+    try:
+        path = atomic_write_json(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left

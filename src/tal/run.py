@@ -9,7 +9,6 @@ From a notebook::
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 
@@ -40,7 +39,9 @@ def compose(overrides: list[str] | None = None, config_name: str = "run") -> Dic
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=False)
     with open_dict(cfg):
-        if OmegaConf.is_missing(cfg.paths, "output_dir") or "hydra:" in str(cfg.paths._get_node("output_dir")):
+        if OmegaConf.is_missing(cfg.paths, "output_dir") or "hydra:" in str(
+            cfg.paths._get_node("output_dir")
+        ):
             stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
             cfg.paths.output_dir = str(Path(cfg.paths.log_dir) / cfg.task_name / "notebook" / stamp)
     return cfg
@@ -122,11 +123,11 @@ def train(cfg: DictConfig) -> dict:
 
 def write_predictions(path: Path, outputs: list | None) -> None:
     """Merge ``predict_step`` outputs (dicts ``video_id -> [{"segment", "score", ("label")}]``) into one
-    ActivityNet results file, atomically."""
+    ActivityNet results file, atomically. A video met twice (DDP pads shards with repeated samples) keeps one
+    copy of its entries."""
     results: dict = {}
     for batch in outputs or []:
-        for video_id, entries in batch.items():
-            results.setdefault(video_id, []).extend(entries)
+        results.update(batch)
     atomic_write_json(path, {"version": "tal", "external_data": {}, "results": results})
 
 

@@ -220,7 +220,9 @@ def _parse_video(path: Path, video_id: str, entry: object, ids_in_file: dict[str
             s, e = (float(x) for x in ann["segment"])
             label = str(ann["label"])
         except (KeyError, TypeError, ValueError):
-            raise AnnotationError(f"{where}: annotation {k} needs 'segment': [start, end] and 'label'") from None
+            raise AnnotationError(
+                f"{where}: annotation {k} needs 'segment': [start, end] and 'label'"
+            ) from None
         if "label_id" in ann:
             lid = int(ann["label_id"])
             if ids_in_file.setdefault(label, lid) != lid:

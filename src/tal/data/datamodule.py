@@ -67,7 +67,12 @@ class TALDataModule(pl.LightningDataModule):
         self.label_file = label_file
         self.synthetic = dict(synthetic) if synthetic else None
         self.views = list(views) if views else None
-        self.regime, self.L, self.max_seq_len, self.pad_multiple = regime, int(L), int(max_seq_len), pad_multiple
+        self.regime, self.L, self.max_seq_len, self.pad_multiple = (
+            regime,
+            int(L),
+            int(max_seq_len),
+            pad_multiple,
+        )
         self.crop_ratio = list(crop_ratio) if crop_ratio else None
         self.feat_stride, self.num_frames, self.fps = feat_stride, num_frames, fps
         self.subsets = {"train": train_subset, "val": val_subset, "test": test_subset}
@@ -75,7 +80,12 @@ class TALDataModule(pl.LightningDataModule):
         self.class_balance = dict(class_balance) if class_balance else None
         self.on_bad_feature = on_bad_feature
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.num_workers, self.cache_features, self.seed, self.verbose = num_workers, cache_features, seed, verbose
+        self.num_workers, self.cache_features, self.seed, self.verbose = (
+            num_workers,
+            cache_features,
+            seed,
+            verbose,
+        )
         self.report = cleaning.CleaningReport()
         self._splits: dict[str, AnnotationSet] = {}
         self._datasets: dict[str, FeatureDataset] = {}

@@ -44,7 +44,9 @@ def check_video_id(video_id: str, root: Path) -> None:
         or os.path.isabs(video_id)
     )
     if bad:
-        raise FeatureError(f"{root}: video id {video_id!r} is not a plain file name (it would escape the folder)")
+        raise FeatureError(
+            f"{root}: video id {video_id!r} is not a plain file name (it would escape the folder)"
+        )
 
 
 class FeatureStore:

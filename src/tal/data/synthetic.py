@@ -126,7 +126,9 @@ def _place_instances(rng, duration: float, n: int, spec: SyntheticSpec) -> list[
     return sorted(placed)
 
 
-def generate_video(spec: SyntheticSpec, seed: int, k: int, class_probs: np.ndarray, dirs) -> tuple[dict, dict]:
+def generate_video(
+    spec: SyntheticSpec, seed: int, k: int, class_probs: np.ndarray, dirs
+) -> tuple[dict, dict]:
     """Video ``k``: ``(annotation entry with clean segments, {view: (T, C) float16})``."""
     rng = np.random.default_rng([seed, k])
     duration = round(float(rng.uniform(spec.min_duration_sec, spec.max_duration_sec)), 2)
@@ -156,10 +158,20 @@ def generate_video(spec: SyntheticSpec, seed: int, k: int, class_probs: np.ndarr
         for (s, e), c in zip(segments, labels):
             cov = snippet_coverage(s, e, T)
             x += spec.signal * cov[:, None] * dirs[view][c][None, :]
-            s_idx, e_idx = sec_to_idx(s, FPS, FEAT_STRIDE, NUM_FRAMES), sec_to_idx(e, FPS, FEAT_STRIDE, NUM_FRAMES)
+            s_idx, e_idx = (
+                sec_to_idx(s, FPS, FEAT_STRIDE, NUM_FRAMES),
+                sec_to_idx(e, FPS, FEAT_STRIDE, NUM_FRAMES),
+            )
             pos = np.arange(T)
-            x += 0.3 * np.exp(-0.5 * (pos - s_idx) ** 2)[:, None] * onset[None, :] * (1 + 0.1 * onset_phase[0])
-            x += 0.3 * np.exp(-0.5 * (pos - e_idx) ** 2)[:, None] * offset[None, :] * (1 + 0.1 * onset_phase[1])
+            x += (
+                0.3 * np.exp(-0.5 * (pos - s_idx) ** 2)[:, None] * onset[None, :] * (1 + 0.1 * onset_phase[0])
+            )
+            x += (
+                0.3
+                * np.exp(-0.5 * (pos - e_idx) ** 2)[:, None]
+                * offset[None, :]
+                * (1 + 0.1 * onset_phase[1])
+            )
         for (b0, blen), c in zip(bursts, burst_cls):
             if any(b0 < e + 1.0 and b0 + blen > s - 1.0 for s, e in segments):
                 continue
@@ -221,9 +233,18 @@ def generate(root: str | os.PathLike, preset: str = "small", seed: int = 0) -> P
             database[video_id] = {"subset": subset, **entry}
             for view, x in feats.items():
                 np.save(tmp / "features" / view / f"{video_id}.npy", x)
-        meta = {"preset": preset, "seed": seed, "spec": asdict(spec), "views": VIEWS, "fps": FPS,
-                "feat_stride": FEAT_STRIDE, "num_frames": NUM_FRAMES}
-        (tmp / "annotations_gt.json").write_text(json.dumps({"version": "tal-synthetic-1", "database": database}))
+        meta = {
+            "preset": preset,
+            "seed": seed,
+            "spec": asdict(spec),
+            "views": VIEWS,
+            "fps": FPS,
+            "feat_stride": FEAT_STRIDE,
+            "num_frames": NUM_FRAMES,
+        }
+        (tmp / "annotations_gt.json").write_text(
+            json.dumps({"version": "tal-synthetic-1", "database": database})
+        )
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         (tmp / DONE_FILE).write_text("ok\n")
         try:
@@ -259,7 +280,9 @@ def statistics(path: str | os.PathLike) -> dict:
     lengths = np.concatenate([v.segments_sec[:, 1] - v.segments_sec[:, 0] for v in clean])
     rel = np.concatenate([(v.segments_sec[:, 1] - v.segments_sec[:, 0]) / v.duration_sec for v in clean])
     labels_per_video = np.array([len(set(v.labels)) for v in clean if v.labels])
-    counts = np.bincount([clean.label_id(lab) for v in clean for lab in v.labels], minlength=clean.num_classes)
+    counts = np.bincount(
+        [clean.label_id(lab) for v in clean for lab in v.labels], minlength=clean.num_classes
+    )
     q = [0.1, 0.25, 0.5, 0.75, 0.9]
     return {
         "videos": len(ann),
@@ -268,7 +291,9 @@ def statistics(path: str | os.PathLike) -> dict:
         "instances": ann.num_instances,
         "dirty_instances": int(sum(report.counts.values())),
         "cleaning": report.as_dict(),
-        "instance_length_sec_quantiles": dict(zip(map(str, q), np.round(np.quantile(lengths, q), 2).tolist())),
+        "instance_length_sec_quantiles": dict(
+            zip(map(str, q), np.round(np.quantile(lengths, q), 2).tolist())
+        ),
         "instance_length_rel_quantiles": dict(zip(map(str, q), np.round(np.quantile(rel, q), 4).tolist())),
         "single_label_video_fraction": round(float((labels_per_video == 1).mean()), 4),
         "instances_per_video_mean": round(ann.num_instances / max(len(ann), 1), 2),

@@ -1,0 +1,161 @@
+"""Building blocks of ActionFormer: masked conv, channel LayerNorm, local window attention, transformer block.
+
+Sequences are ``(B, C, T)`` with a boolean ``mask (B, T)`` that is True at valid positions. Every block returns
+zeros at padded positions and never lets a padded position reach a valid one, so the outputs at valid positions
+do not depend on how much padding follows (the tests check this). A block with ``stride=2`` halves ``T``;
+its output mask is ``mask[:, ::2]`` (what nearest-neighbour down-sampling of the mask gives).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath
+from torch import nn
+
+
+def downsample_mask(mask: torch.Tensor, stride: int) -> torch.Tensor:
+    """Mask ``(B, T)`` → ``(B, ceil(T / stride))``: position ``i`` of the output sits at input ``i * stride``."""
+    return mask[:, ::stride]
+
+
+def local_window_mask(length: int, window_size: int, device: torch.device | None = None) -> torch.Tensor:
+    """Boolean ``(T, T)`` band: query ``i`` may attend key ``j`` iff ``|i - j| <= window_size // 2``.
+
+    ``window_size <= 0`` means global attention (all True).
+    """
+    idx = torch.arange(length, device=device)
+    if window_size <= 0:
+        return torch.ones(length, length, dtype=torch.bool, device=device)
+    return (idx[:, None] - idx[None, :]).abs() <= window_size // 2
+
+
+def local_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_mask: torch.Tensor,
+    window_size: int,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Multi-head self-attention restricted to a window around each query and to valid keys.
+
+    q, k, v: ``(B, H, T, D)``; key_mask: ``(B, T)`` bool (True = valid). Returns ``(B, H, T, D)``.
+    A query always sees itself, so padded queries (whose window may hold no valid key) never produce NaN;
+    their outputs are meaningless and the caller zeroes them with the mask.
+    """
+    length = q.shape[-2]
+    allowed = local_window_mask(length, window_size, q.device)[None, None] & key_mask[:, None, None, :]
+    allowed = allowed | torch.eye(length, dtype=torch.bool, device=q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
+
+
+class LayerNorm1d(nn.LayerNorm):
+    """LayerNorm over the channel axis of a ``(B, C, T)`` tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+class MaskedConv1d(nn.Conv1d):
+    """``Conv1d`` with 'same' padding whose output is zeroed at padded positions.
+
+    forward(x (B, C_in, T), mask (B, T)) -> (y (B, C_out, T / stride), mask (B, T / stride)).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, **kwargs):
+        if kernel_size % 2 != 1:
+            raise ValueError(f"MaskedConv1d needs an odd kernel size, got {kernel_size}")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, **kwargs)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out_mask = downsample_mask(mask, self.stride[0])
+        return super().forward(x) * out_mask[:, None].to(x.dtype), out_mask
+
+
+class LocalSelfAttention(nn.Module):
+    """Masked multi-head self-attention over a local window, optionally down-sampling by ``stride``.
+
+    Queries, keys and values come from a depthwise (strided) conv + LayerNorm of the input, then a linear
+    projection, as in ActionFormer's ``MaskedMHCA`` (one shared depthwise conv instead of three).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        stride: int = 1,
+        attn_drop: float = 0.0,
+        proj_drop=0.0,
+    ):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"attention dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads, self.window_size, self.attn_drop = num_heads, window_size, attn_drop
+        self.dw_conv = MaskedConv1d(dim, dim, 3, stride, groups=dim, bias=False)
+        self.dw_norm = LayerNorm1d(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, C, T), mask (B, T) -> (B, C, T / stride), mask (B, T / stride)."""
+        h, out_mask = self.dw_conv(x, mask)
+        h = self.dw_norm(h).transpose(1, 2)  # (B, T', C)
+        b, t, c = h.shape
+        q, k, v = self.qkv(h).view(b, t, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        drop = self.attn_drop if self.training else 0.0
+        out = local_attention(q, k, v, out_mask, self.window_size, drop).transpose(1, 2).reshape(b, t, c)
+        out = self.proj_drop(self.proj(out)).transpose(1, 2)
+        return out * out_mask[:, None].to(out.dtype), out_mask
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm transformer block on masked sequences; ``stride=2`` halves the length (max-pooled skip)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        stride: int = 1,
+        mlp_ratio: int = 4,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        path_drop: float = 0.0,
+    ):
+        super().__init__()
+        self.norm1 = LayerNorm1d(dim)
+        self.attn = LocalSelfAttention(dim, num_heads, window_size, stride, attn_drop, proj_drop)
+        self.skip = nn.MaxPool1d(3, stride, padding=1) if stride > 1 else nn.Identity()
+        self.norm2 = LayerNorm1d(dim)
+        self.mlp = nn.Sequential(
+            nn.Conv1d(dim, mlp_ratio * dim, 1),
+            nn.GELU(),
+            nn.Dropout(proj_drop),
+            nn.Conv1d(mlp_ratio * dim, dim, 1),
+            nn.Dropout(proj_drop),
+        )
+        self.drop_path = DropPath(path_drop) if path_drop > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, C, T), mask (B, T) -> (B, C, T / stride), mask (B, T / stride)."""
+        attn, out_mask = self.attn(self.norm1(x) * mask[:, None].to(x.dtype), mask)
+        keep = out_mask[:, None].to(x.dtype)
+        # -inf at padded positions: the pooled skip of a valid position never sees padding.
+        skip = self.skip(x.masked_fill(~mask[:, None], float("-inf"))).masked_fill(~out_mask[:, None], 0.0)
+        x = skip + self.drop_path(attn)
+        x = x + self.drop_path(self.mlp(self.norm2(x)) * keep)
+        return x, out_mask
+
+
+class Scale(nn.Module):
+    """A learnable scalar multiplier (one per pyramid level on the regression head)."""
+
+    def __init__(self, init: float = 1.0):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale

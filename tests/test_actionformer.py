@@ -1,0 +1,233 @@
+"""ActionFormer pieces on hand-made tensors: attention masks, padding, targets, losses, schedule, decoding."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tal.models.actionformer import (
+    ActionFormerNet,
+    PositiveCountEMA,
+    actionformer_loss,
+    assign_targets,
+    detect_video,
+    diou_loss_1d,
+    local_attention,
+    local_window_mask,
+    make_points,
+    select_candidates,
+    warmup_cosine_factor,
+    weight_decay_groups,
+)
+
+
+def loop_window_mask(length: int, window_size: int) -> torch.Tensor:
+    mask = torch.zeros(length, length, dtype=torch.bool)
+    for i in range(length):
+        for j in range(length):
+            mask[i, j] = window_size <= 0 or abs(i - j) <= window_size // 2
+    return mask
+
+
+def dense_reference_attention(q, k, v, key_mask, window_size):
+    """Attention one query at a time over the explicitly listed allowed keys."""
+    B, H, T, D = q.shape
+    out = torch.zeros_like(q)
+    for b in range(B):
+        for h in range(H):
+            for i in range(T):
+                keys = [j for j in range(T) if j == i or (key_mask[b, j] and abs(i - j) <= window_size // 2)]
+                if window_size <= 0:
+                    keys = [j for j in range(T) if j == i or key_mask[b, j]]
+                scores = torch.stack([q[b, h, i] @ k[b, h, j] for j in keys]) / math.sqrt(D)
+                weights = scores.softmax(0)
+                out[b, h, i] = sum(w * v[b, h, j] for w, j in zip(weights, keys))
+    return out
+
+
+@pytest.mark.parametrize("length,window", [(1, 3), (7, 3), (12, 19), (10, 4), (9, 0)])
+def test_window_mask_matches_loop(length, window):
+    assert torch.equal(local_window_mask(length, window), loop_window_mask(length, window))
+
+
+@pytest.mark.parametrize("window", [3, 5, 0])
+def test_local_attention_matches_dense_reference(window):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 11, 4) for _ in range(3))
+    key_mask = torch.ones(2, 11, dtype=torch.bool)
+    key_mask[1, 7:] = False  # second video: 7 valid positions, padded queries see only themselves
+    got = local_attention(q, k, v, key_mask, window)
+    want = dense_reference_attention(q, k, v, key_mask, window)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(got).all()
+
+
+def tiny_net(**kw) -> ActionFormerNet:
+    torch.manual_seed(0)
+    cfg = dict(embed_dim=16, head_dim=16, num_heads=2, window_size=5, num_levels=4, path_drop=0.0)
+    return ActionFormerNet(6, 3, **(cfg | kw)).eval()
+
+
+def test_network_shapes_and_prior():
+    net = tiny_net()
+    cls, off, masks = net(torch.randn(2, 6, 20), torch.ones(2, 20, dtype=torch.bool))  # padded to 24 inside
+    assert [c.shape for c in cls] == [(2, 24, 3), (2, 12, 3), (2, 6, 3), (2, 3, 3)]
+    assert [o.shape for o in off] == [(2, 24, 2), (2, 12, 2), (2, 6, 2), (2, 3, 2)]
+    assert [m[0].sum().item() for m in masks] == [20, 10, 5, 3]
+    assert all((o >= 0).all() for o in off)
+    torch.testing.assert_close(net.cls_head.out.bias, torch.full((3,), math.log(0.01 / 0.99)))
+
+
+def test_padding_does_not_change_valid_outputs():
+    """A 40-position video alone and padded to 96 (garbage in the padding): identical valid outputs."""
+    net = tiny_net(num_global_levels=1)
+    torch.manual_seed(1)
+    with torch.no_grad():  # non-zero norm biases, as after training: LayerNorm(0) != 0 at padded positions
+        for m in net.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.bias.normal_()
+    video = torch.randn(6, 40)
+    outs = []
+    for total in (40, 96):
+        feats = torch.randn(1, 6, total) * 100  # the mask must hide the garbage
+        feats[0, :, :40] = video
+        outs.append(net(feats, torch.arange(total)[None] < 40))
+    for level in range(4):
+        n = 40 // 2**level
+        for a, b in zip(outs[0][:2], outs[1][:2]):
+            torch.testing.assert_close(a[level][0], b[level][0, :n], atol=1e-5, rtol=1e-5)
+        assert outs[1][2][level][0, n:].sum() == 0
+
+
+def test_make_points():
+    points = make_points([4, 2], [1, 2])
+    want = torch.tensor(
+        [[0, 0, 4, 1], [1, 0, 4, 1], [2, 0, 4, 1], [3, 0, 4, 1], [0, 8, 16, 2], [2, 8, 16, 2]],
+        dtype=torch.float32,
+    )
+    assert torch.equal(points, want)
+    assert math.isinf(make_points([1] * 6, [2**l for l in range(6)])[-1, 2])
+
+
+def test_assign_targets_hand_computed():
+    """Levels of 8, 4, 2 points (strides 1, 2, 4), ranges [0,2), [2,4), [4,inf) strides; radius 1.5.
+
+    A [1, 3] (label 0): level 0 point 2 only (distances 1, 1).
+    B [0.5, 6.5] (label 1), D [0, 7] (label 2), level 1 (positions 0, 2, 4, 6, range [4, 8)):
+      pos 2: B (1.5, 4.5) and D (2, 5) qualify -> B, the shorter, wins;  pos 4: B reach 3.5 fails, D (4, 3);
+      pos 6: B (5.5, 0.5) and D (6, 1) -> B.   Level 0: B/D centre regions hold points 3, 4 with reach >= 2.
+    """
+    points = make_points([8, 4, 2], [1, 2, 4], [(0, 2), (2, 4), (4, math.inf)])
+    segments = torch.tensor([[1.0, 3.0], [0.5, 6.5], [0.0, 7.0]])
+    cls, reg = assign_targets(points, segments, torch.tensor([0, 1, 2]), num_classes=3, center_radius=1.5)
+    want_cls = torch.zeros(14, 3)
+    want_reg = torch.zeros(14, 2)
+    want_cls[2, 0], want_reg[2] = 1, torch.tensor([1.0, 1.0])
+    want_cls[8 + 1, 1], want_reg[8 + 1] = 1, torch.tensor([0.75, 2.25])
+    want_cls[8 + 2, 2], want_reg[8 + 2] = 1, torch.tensor([2.0, 1.5])
+    want_cls[8 + 3, 1], want_reg[8 + 3] = 1, torch.tensor([2.75, 0.25])
+    assert torch.equal(cls, want_cls)
+    torch.testing.assert_close(reg, want_reg)
+
+
+def test_assign_targets_two_labels_and_no_centre_sampling():
+    points = make_points([8], [1], [(0, math.inf)])
+    segments = torch.tensor([[2.0, 6.0], [2.0, 6.0]])  # one instance annotated with two classes
+    cls, reg = assign_targets(points, segments, torch.tensor([0, 2]), num_classes=3, center_radius=1.5)
+    assert cls[:, 0].nonzero().flatten().tolist() == [3, 4, 5]  # strictly inside [4 - 1.5, 4 + 1.5]
+    assert torch.equal(cls[:, 0], cls[:, 2]) and cls[:, 1].sum() == 0
+    cls, reg = assign_targets(points, segments, torch.tensor([0, 2]), num_classes=3, center_radius=0)
+    assert cls[:, 0].nonzero().flatten().tolist() == [3, 4, 5]  # strictly inside (2, 6)
+    cls, reg = assign_targets(points, torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), num_classes=3)
+    assert cls.sum() == 0 and reg.sum() == 0
+
+
+def test_diou_hand_computed():
+    pred = torch.tensor([[1.0, 1.0], [2.0, 3.0], [0.0, 1.0]])
+    target = torch.tensor([[1.0, 3.0], [2.0, 3.0], [2.0, 0.0]])
+    # 1: inter 2, union 4, enclosing 4, centres 0 vs +1 -> 1 - 0.5 + (1/4)^2;  2: identical -> 0;
+    # 3: disjoint [p, p+1] vs [p-2, p]: iou 0, enclosing 3, centres +0.5 vs -1 -> 1 + (1.5/3)^2
+    torch.testing.assert_close(diou_loss_1d(pred, target), torch.tensor([0.5625, 0.0, 1.25]))
+
+
+def test_loss_normalised_and_positive_count_ema():
+    ema = PositiveCountEMA(100.0, 0.9)
+    assert ema.update(10) == pytest.approx(91.0)
+    assert ema.update(0) == pytest.approx(0.9 * 91 + 0.1)  # at least one positive
+    logits = torch.tensor([[[0.0], [0.0], [5.0]]])
+    cls_t = torch.tensor([[[1.0], [0.0], [0.0]]])
+    valid = torch.tensor([[True, True, False]])  # the padded point (huge logit) must not count
+    offsets = torch.tensor([[[1.0, 1.0], [0.0, 0.0], [9.0, 9.0]]])
+    reg_t = torch.tensor([[[1.0, 3.0], [0.0, 0.0], [0.0, 0.0]]])
+    out = actionformer_loss(logits, offsets, valid, cls_t, reg_t, normalizer=2.0)
+    focal = 0.25 * 0.25 * math.log(2) + 0.75 * 0.25 * math.log(2)  # p = 0.5 for both points
+    assert out["cls_loss"].item() == pytest.approx(focal / 2)
+    assert out["reg_loss"].item() == pytest.approx(0.5625 / 2)
+    assert out["loss"].item() == pytest.approx((focal + 0.5625) / 2)
+
+
+def test_warmup_cosine_schedule():
+    assert warmup_cosine_factor(0, 4, 14) == pytest.approx(0.25)
+    assert warmup_cosine_factor(3, 4, 14) == pytest.approx(1.0)
+    assert warmup_cosine_factor(4, 4, 14) == pytest.approx(1.0)
+    assert warmup_cosine_factor(9, 4, 14) == pytest.approx(0.5)
+    assert warmup_cosine_factor(14, 4, 14, min_lr_ratio=0.1) == pytest.approx(0.1)
+
+
+def test_weight_decay_groups():
+    net = tiny_net()
+    decay, no_decay = weight_decay_groups(net, 0.05)
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(names[id(p)].endswith("weight") for p in decay["params"])
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert {"reg_scales.0.scale", "neck.0.weight", "cls_head.out.bias", "stem.0.norm1.bias"} <= no_decay_names
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(net.parameters()))
+
+
+def test_padded_points_never_yield_candidates():
+    points = make_points([6], [1])
+    logits = torch.full((6, 2), -9.0)
+    logits[4:] = 9.0  # padded points score highest
+    logits[1, 1] = 0.0
+    valid = torch.tensor([True] * 4 + [False] * 2)
+    offsets = torch.ones(6, 2)
+    segs, scores, labels = select_candidates(logits, offsets, points, valid, score_threshold=1e-3)
+    # only (point 1, class 1) passes: sigmoid(-9) = 1.2e-4 < 1e-3
+    torch.testing.assert_close(segs, torch.tensor([[0.0, 2.0]]))
+    assert labels.tolist() == [1] and scores.tolist() == [0.5]
+
+
+def test_detect_video_converts_to_seconds_and_clips():
+    pytest.importorskip("tal.ops.segments")
+    points = make_points([8, 4], [1, 2])
+    logits = torch.full((12, 2), -9.0)
+    logits[3, 0] = 3.0  # level 0, pos 3, offsets (1, 2) -> [2, 5]
+    logits[8 + 3, 1] = 2.0  # level 1, pos 6, offsets (1, 3) * 2 -> [4, 12]: ends past the video
+    offsets = torch.zeros(12, 2)
+    offsets[3] = torch.tensor([1.0, 2.0])
+    offsets[8 + 3] = torch.tensor([1.0, 3.0])
+    valid = torch.ones(12, dtype=torch.bool)
+    segs, scores, labels = detect_video(
+        [logits[:8], logits[8:]], [offsets[:8], offsets[8:]], list(points.split([8, 4])), list(valid.split([8, 4])),
+        sec_per_unit=0.5, offset_sec=0.25, duration_sec=5.0,
+    )  # fmt: skip
+    torch.testing.assert_close(segs, torch.tensor([[1.25, 2.75], [2.25, 5.0]], dtype=torch.float64))
+    torch.testing.assert_close(scores, torch.tensor([3.0, 2.0]).sigmoid())
+    assert labels.tolist() == [0, 1]
+
+
+def test_spawn_safe_ema_pickles_and_matches_torch_ema():
+    import pickle
+
+    from torch.optim.swa_utils import get_ema_avg_fn
+
+    from tal.utils.callbacks import SpawnSafeEMA
+
+    cb = pickle.loads(pickle.dumps(SpawnSafeEMA(decay=0.9)))
+    ema, cur = torch.tensor([1.0, 2.0]), torch.tensor([3.0, -2.0])
+    got = cb._kwargs["avg_fn"](ema, cur, torch.tensor(1))
+    torch.testing.assert_close(got, get_ema_avg_fn(0.9)(ema, cur, torch.tensor(1)))
+    torch.testing.assert_close(got, torch.tensor([1.2, 1.6]))
