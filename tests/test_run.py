@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -87,7 +88,6 @@ def test_every_experiment_composes(experiment):
 
 
 def test_atomic_write_gives_usual_permissions(tmp_path):
-    import os
     import stat
 
     from tal.utils.io import atomic_write_json
@@ -100,3 +100,41 @@ def test_atomic_write_gives_usual_permissions(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left
+
+
+def _run_cli(args: list[str], root: Path) -> subprocess.CompletedProcess:
+    out = subprocess.run(
+        [sys.executable, "-m", "tal.run", *args],
+        cwd=root,
+        env={**os.environ, "TAL_ROOT": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    return out
+
+
+def test_cli_run_writes_metrics_detections_and_predictions(tmp_path):
+    _run_cli(["experiment=actionformer_synthetic", "debug=fast", "predict=true"], tmp_path)
+    (run_dir,) = (tmp_path / "outputs" / "actionformer_synthetic" / "runs").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["overrides"] == ["experiment=actionformer_synthetic", "debug=fast", "predict=true"]
+    assert 0.0 <= metrics["metrics"]["val/mAP"] <= 1.0
+    assert metrics["metrics"]["val/score"] == metrics["metrics"]["val/mAP"]
+    val = json.loads((run_dir / "detections_val.json").read_text())
+    test = json.loads((run_dir / "predictions_test.json").read_text())
+    tiny_test_videos = 4
+    assert len(test["results"]) == tiny_test_videos and set(val) >= {"version", "results"}
+    entry = next(iter(test["results"].values()))[0]
+    assert set(entry) == {"segment", "label", "score"} and entry["label"].startswith("c00")
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_cli_multirun_sweep_prints_one_row_per_L(tmp_path):
+    out = _run_cli(["-m", "experiment=bmn_synthetic", "debug=fast", "L=16,32"], tmp_path)
+    (sweep_dir,) = (tmp_path / "outputs" / "bmn_synthetic" / "multiruns").iterdir()
+    rows = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert [r["overrides"] for r in rows] == [f"experiment=bmn_synthetic debug=fast L={n}" for n in (16, 32)]
+    assert all(0.0 <= r["val/AUC"] <= 100.0 for r in rows)
+    assert "L=16" in out.stdout and "L=32" in out.stdout
