@@ -111,7 +111,7 @@ def train(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         overrides = _overrides()
         atomic_write_json(out_dir / "metrics.json", {"overrides": overrides, "metrics": metrics}, indent=1)
-        table = Table(title=f"validation ({' '.join(overrides) or 'defaults'})")
+        table = Table(title="validation", caption=" ".join(overrides) or None)
         table.add_column("metric")
         table.add_column("value", justify="right")
         for k, v in sorted(metrics.items()):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
 from tal.eval import DetectionMAP
-from tal.utils.io import atomic_write_json
+from tal.models.common import finish_validation
 
 from .losses import PositiveCountEMA, actionformer_loss
 from .network import ActionFormerNet
@@ -182,16 +181,7 @@ class ActionFormerModule(pl.LightningModule):
         self.val_map.update(batch["video_idx"], list(segments), list(scores), list(labels))
 
     def on_validation_epoch_end(self) -> None:
-        metrics = {k: float(v) for k, v in self.val_map.compute().items()}
-        results = self.val_map.results_dict()
-        self.val_map.reset()
-        self.log_dict({f"val/{k}": v for k, v in metrics.items()})
-        self.log("val/score", metrics["mAP"])
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            root = Path(self.trainer.default_root_dir)
-            atomic_write_json(root / "detections_val.json", results)
-            report = {"epoch": self.current_epoch, "step": self.global_step, **metrics}
-            atomic_write_json(root / "eval_val.json", report, indent=2)
+        finish_validation(self, self.val_map, "mAP", "detections_val.json")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, list[dict]]:
         """``{video_id: [{"segment": [t_start_sec, t_end_sec], "label": name, "score": p}, ...]}`` (results

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytorch_lightning as pl
 import torch
 
-from tal.utils.io import atomic_write_json
+from tal.models.common import finish_validation
 
 from .losses import bmn_loss
 from .network import BMN
@@ -145,14 +143,7 @@ class BMNModule(pl.LightningModule):
         self.val_ar.update(batch["video_idx"], list(segments), list(scores))
 
     def on_validation_epoch_end(self) -> None:
-        metrics = {k: float(v) for k, v in self.val_ar.compute().items()}
-        results = self.val_ar.results_dict()
-        self.val_ar.reset()
-        self.log_dict({f"val/{k}": v for k, v in metrics.items()})
-        self.log("val/score", metrics["AUC"])
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            root = Path(self.trainer.default_root_dir)
-            atomic_write_json(root / "proposals_val.json", results)
+        finish_validation(self, self.val_ar, "AUC", "proposals_val.json")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, list[dict]]:
         """``{video_id: [{"segment": [t_start_sec, t_end_sec], "score": p}, ...]}`` (ActivityNet proposals)."""
