@@ -18,6 +18,7 @@ from tal.models.actionformer import (
     local_window_mask,
     make_points,
     select_candidates,
+    vote_per_class,
     warmup_cosine_factor,
     weight_decay_groups,
 )
@@ -217,6 +218,24 @@ def test_detect_video_converts_to_seconds_and_clips():
     torch.testing.assert_close(segs, torch.tensor([[1.25, 2.75], [2.25, 5.0]], dtype=torch.float64))
     torch.testing.assert_close(scores, torch.tensor([3.0, 2.0]).sigmoid())
     assert labels.tolist() == [0, 1]
+
+
+def test_voting_uses_candidates_of_the_same_class_only():
+    kept = torch.tensor([[0.0, 10.0], [0.0, 10.0]])
+    kept_labels = torch.tensor([0, 1])
+    cands = torch.tensor([[0.0, 10.0], [2.0, 10.0], [0.0, 12.0], [0.0, 10.0]])
+    cand_scores = torch.tensor([0.5, 0.5, 1.0, 0.9])
+    cand_labels = torch.tensor([0, 0, 1, 1])
+    out = vote_per_class(kept, kept_labels, cands, cand_scores, cand_labels, iou_threshold=0.7)
+    # class 0: weights 0.5 * 1 and 0.5 * 0.8 -> start (0 * 0.5 + 2 * 0.4) / 0.9
+    torch.testing.assert_close(out[0], torch.tensor([0.8 / 0.9, 10.0]))
+    # class 1: weights 1.0 * (10 / 12) and 0.9 * 1 -> end (12 * 0.8333 + 10 * 0.9) / 1.7333
+    w = torch.tensor([10 / 12, 0.9])
+    torch.testing.assert_close(
+        out[1], torch.tensor([0.0, float((w * torch.tensor([12.0, 10.0])).sum() / w.sum())])
+    )
+    agnostic = vote_per_class(kept, kept_labels, cands, cand_scores, cand_labels, 0.7, class_agnostic=True)
+    assert torch.equal(agnostic[0], agnostic[1]) and not torch.equal(agnostic[0], out[0])
 
 
 def test_spawn_safe_ema_pickles_and_matches_torch_ema():

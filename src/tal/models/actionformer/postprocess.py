@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tal.ops.segments import soft_nms
+from tal.ops.segments import segment_voting, soft_nms
 
 
 def select_candidates(
@@ -51,12 +51,14 @@ def detect_video(
     nms_iou_threshold: float = 0.1,
     max_segments: int = 100,
     class_agnostic: bool = False,
+    voting_iou_threshold: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Detections of one video from the per-level outputs (lists over levels, shapes as in
     :func:`select_candidates`).
 
     Candidates of every level shorter than ``min_length`` positions are dropped, the rest go through Soft-NMS
-    (per class unless ``class_agnostic``), then segments are converted with
+    (per class unless ``class_agnostic``), optionally refined by segment voting against the candidates of the
+    same class (``voting_iou_threshold``, ActionFormer uses 0.7 on THUMOS14), then segments are converted with
     ``t_sec = pos * sec_per_unit + offset_sec`` (float64) and clipped to ``[0, duration_sec]``; segments empty
     after clipping are dropped. Returns segments_sec ``(K, 2)`` float64, scores ``(K,)``, labels ``(K,)``, best first.
     """
@@ -67,6 +69,7 @@ def detect_video(
     segments, scores, labels = (torch.cat(parts) for parts in zip(*cands))
     long_enough = segments[:, 1] - segments[:, 0] > min_length
     segments, scores, labels = segments[long_enough], scores[long_enough], labels[long_enough]
+    cands_all = (segments, scores, labels)
     segments, scores, labels = soft_nms(
         segments,
         scores,
@@ -78,7 +81,29 @@ def detect_video(
         max_segments=max_segments,
         class_agnostic=class_agnostic,
     )
+    if voting_iou_threshold:
+        segments = vote_per_class(segments, labels, *cands_all, voting_iou_threshold, class_agnostic)
     # float64: a float32 time rounds up past the duration (37.79 -> 37.790001) and loses ms on long videos
     segments_sec = (segments.double() * sec_per_unit + offset_sec).clamp(min=0.0, max=duration_sec)
     nonempty = segments_sec[:, 1] > segments_sec[:, 0]
     return segments_sec[nonempty], scores[nonempty], labels[nonempty]
+
+
+def vote_per_class(
+    kept: torch.Tensor,
+    kept_labels: torch.Tensor,
+    candidates: torch.Tensor,
+    cand_scores: torch.Tensor,
+    cand_labels: torch.Tensor,
+    iou_threshold: float,
+    class_agnostic: bool = False,
+) -> torch.Tensor:
+    """:func:`tal.ops.segment_voting` of kept segments ``(K, 2)`` against the candidates ``(N, 2)`` of their own
+    class (all candidates when ``class_agnostic``). Returns the refined ``(K, 2)``."""
+    if class_agnostic:
+        return segment_voting(kept, None, candidates, cand_scores, iou_threshold)
+    refined = kept.clone()
+    for c in kept_labels.unique().tolist():
+        k, n = kept_labels == c, cand_labels == c
+        refined[k] = segment_voting(kept[k], None, candidates[n], cand_scores[n], iou_threshold)
+    return refined
