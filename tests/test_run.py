@@ -138,3 +138,18 @@ def test_cli_multirun_sweep_prints_one_row_per_L(tmp_path):
     assert [r["overrides"] for r in rows] == [f"experiment=bmn_synthetic debug=fast L={n}" for n in (16, 32)]
     assert all(0.0 <= r["val/AUC"] <= 100.0 for r in rows)
     assert "L=16" in out.stdout and "L=32" in out.stdout
+
+
+def test_notebook_path_compose_then_train(tmp_path):
+    from tal.run import train
+
+    cfg = compose(
+        ["experiment=bmn_synthetic", "debug=fast", "L=16", f"paths.root_dir={tmp_path}", "callbacks=none"]
+    )
+    metrics = train(cfg)
+    assert (
+        set(metrics) >= {"val/AR@100", "val/AUC", "val/score"} and metrics["val/score"] == metrics["val/AUC"]
+    )
+    written = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert written == {"overrides": [], "metrics": metrics}
+    assert (Path(cfg.paths.output_dir) / "proposals_val.json").is_file()

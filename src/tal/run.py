@@ -38,11 +38,10 @@ def compose(overrides: list[str] | None = None, config_name: str = "run") -> Dic
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=False)
-    with open_dict(cfg):
-        if OmegaConf.is_missing(cfg.paths, "output_dir") or "hydra:" in str(
-            cfg.paths._get_node("output_dir")
-        ):
-            stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
+    raw_output_dir = OmegaConf.to_container(cfg.paths, resolve=False)["output_dir"]
+    if "${hydra:" in str(raw_output_dir):  # no Hydra run here: give the run a fresh folder of its own
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
+        with open_dict(cfg):
             cfg.paths.output_dir = str(Path(cfg.paths.log_dir) / cfg.task_name / "notebook" / stamp)
     return cfg
 
