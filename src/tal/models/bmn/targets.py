@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import torch
 
-
-def _overlap(
-    a_start: torch.Tensor, a_end: torch.Tensor, b_start: torch.Tensor, b_end: torch.Tensor
-) -> torch.Tensor:
-    return (torch.minimum(a_end, b_end) - torch.maximum(a_start, b_start)).clamp(min=0)
+from tal.ops import segment_ioa, segment_iou
 
 
 def boundary_targets(
@@ -23,14 +19,15 @@ def boundary_targets(
     Returns:
         ``start, end`` each ``(L,)`` in ``[0, 1]``.
     """
-    cell = torch.arange(length, dtype=torch.float32, device=segments.device)[:, None]  # (L, 1)
     if segments.numel() == 0:
         zeros = torch.zeros(length, device=segments.device)
         return zeros, zeros.clone()
+    pos = torch.arange(length, dtype=torch.float32, device=segments.device)
+    cells = torch.stack([pos, pos + 1], dim=1)  # (L, 2)
     out = []
     for bound in segments.float().unbind(1):  # starts, then ends; each (N,)
-        ioa = _overlap(cell, cell + 1, bound - region / 2, bound + region / 2)  # (L, N) / cell length 1
-        out.append(ioa.amax(1))
+        regions = torch.stack([bound - region / 2, bound + region / 2], dim=1)  # (N, 2)
+        out.append(segment_ioa(regions, cells).amax(0))  # covered fraction of each cell
     return out[0], out[1]
 
 
@@ -42,15 +39,13 @@ def iou_map_targets(segments: torch.Tensor, length: int, max_duration: int) -> t
         segments: ``(N, 2)`` float ``[start, end]`` in grid units.
     """
     device = segments.device
-    d = torch.arange(max_duration, dtype=torch.float32, device=device)[:, None]
-    t = torch.arange(length, dtype=torch.float32, device=device)[None, :]
-    p_start, p_end = t, t + d + 1  # (1, L), (D, L)
     if segments.numel() == 0:
         return torch.zeros(max_duration, length, device=device)
-    g_start, g_end = segments.float()[:, 0], segments.float()[:, 1]  # (N,)
-    inter = _overlap(p_start[..., None], p_end[..., None], g_start, g_end)  # (D, L, N)
-    union = (p_end - p_start)[..., None] + (g_end - g_start) - inter
-    iou = (inter / union.clamp(min=1e-8)).amax(-1)
+    d = torch.arange(max_duration, dtype=torch.float32, device=device)[:, None]
+    t = torch.arange(length, dtype=torch.float32, device=device)[None, :]
+    p_start, p_end = t.expand(max_duration, length), t + d + 1  # (D, L) each
+    proposals = torch.stack([p_start, p_end], dim=-1).reshape(-1, 2)  # (D * L, 2)
+    iou = segment_iou(proposals, segments.float()).amax(-1).view(max_duration, length)
     return torch.where(p_end <= length, iou, torch.zeros_like(iou))
 
 
