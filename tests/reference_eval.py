@@ -292,7 +292,7 @@ def random_case(
 
 def ground_truth_from_rows(gt_rows, label_names, subset="validation", extra_videos=()):
     """An ``AnnotationSet`` from ``(video, label, s, e)`` rows (plus videos without instances)."""
-    from tal.data.annotations import AnnotationSet, VideoAnnotation
+    from tal.formats.annotations import AnnotationSet, VideoAnnotation
 
     videos = {}
     for video, label, s, e in gt_rows:
@@ -312,7 +312,7 @@ def ground_truth_from_rows(gt_rows, label_names, subset="validation", extra_vide
 
 def predictions_from_rows(pred_rows, with_labels=True):
     """``Predictions`` from ``(video, label, s, e, score)`` rows, keeping the row order."""
-    from tal.eval.io import Predictions
+    from tal.formats.results import Predictions
 
     video_ids = list(dict.fromkeys(r[0] for r in pred_rows))
     vindex = {v: i for i, v in enumerate(video_ids)}

@@ -25,7 +25,7 @@ SMALL_NET = [
 def run(root: Path, *overrides: str) -> tuple[dict, Path]:
     """Train + validate under ``root`` (data in ``root/data``, outputs in ``root/outputs``)."""
     cfg = compose(["experiment=actionformer_synthetic", f"paths.root_dir={root}", *SMALL_NET, *overrides])
-    return train(cfg), Path(cfg.paths.output_dir)
+    return train(cfg).metrics, Path(cfg.paths.output_dir)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_overfit_tiny_reaches_high_map(overfit):
 def test_detection_files_use_seconds_and_label_names(overfit):
     root, _, out = overfit
     dets = json.loads((out / "detections_val.json").read_text())["results"]
-    preds = json.loads((out / "predictions_test.json").read_text())["results"]
+    preds = json.loads((out / "detections_test.json").read_text())["results"]
     db = json.loads((root / "data/synthetic/tiny-seed0/annotations_gt.json").read_text())["database"]
     labels = {a["label"] for v in db.values() for a in v["annotations"]}
     assert len(dets) == 16 and all(db[v]["subset"] == "training" for v in dets)

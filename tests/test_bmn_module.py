@@ -51,5 +51,5 @@ def test_overfit_tiny_reaches_high_ar(tmp_path):
 
 @pytest.mark.slow
 def test_overfit_tiny_all_modules(tmp_path):
-    metrics = _fit(tmp_path, epochs=20, lgte=True, gcnext=True, dilations=[1, 2, 3])
+    metrics = _fit(tmp_path, epochs=20, network={"lgte": True, "gcnext": True, "dilations": [1, 2, 3]})
     assert metrics["val/AR@100"] > 0.8, metrics

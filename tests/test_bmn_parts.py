@@ -167,9 +167,15 @@ def test_proposals_in_seconds():
     conf_map = torch.full((2, 3, 6), 0.1)
     conf_map[:, 2, 2] = 1.0
     segments_sec, scores = bmn_proposals(start, end, conf_map, sec_per_unit=2.0, offset_sec=1.0)
-    torch.testing.assert_close(segments_sec[0], torch.tensor([5.0, 11.0]))  # [2, 5) * 2 + 1
+    torch.testing.assert_close(
+        segments_sec[0], torch.tensor([5.0, 11.0], dtype=torch.float64)
+    )  # [2, 5) * 2 + 1
     assert scores[0].item() == pytest.approx(0.81)
     assert (scores[1:] <= scores[0]).all() and len(scores) <= 100
+    clamped, _ = bmn_proposals(start, end, conf_map, sec_per_unit=2.0, offset_sec=1.0, duration_sec=10.0)
+    torch.testing.assert_close(
+        clamped[0], torch.tensor([5.0, 10.0], dtype=torch.float64)
+    )  # clamped to the video
 
 
 # ---------------------------------------------------------------- blocks

@@ -26,6 +26,7 @@ from tal.data import (
     truncate_segments,
     video_label,
 )
+from tal.formats import read_manifest
 
 THUMOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "thumos14.json"
 
@@ -65,7 +66,7 @@ def test_fineaction_labels_from_sorted_names(tmp_path):
     assert ann.label_names == ["apple pick", "zebra jump"]
     assert len(ann) == 2 and ann.num_instances == 3
     assert ann.label_ids(ann["v1"]).tolist() == [1, 0]
-    assert ann["v1"].num_frames == 300 and ann["v2"].fps == 25.0
+    assert ann["v1"].frame_count == 300 and ann["v2"].fps == 25.0
     assert list(ann.subset("validation").videos) == ["v2"]
     # the split does not change the label map
     assert load_annotations(tmp_path / "fa.json", subsets=["validation"]).label_names == ann.label_names
@@ -361,16 +362,19 @@ def test_synthetic_tiny_is_deterministic_and_fineaction_like(tmp_path):
     a = synthetic.generate(tmp_path / "a", "tiny", seed=3)
     b = synthetic.generate(tmp_path / "b", "tiny", seed=3)
     assert (a / "annotations_gt.json").read_text() == (b / "annotations_gt.json").read_text()
-    v = sorted((a / "features" / "i3d").iterdir())[0].name
+    v = sorted((a / "features" / "i3d").glob("*.npy"))[0].name
     np.testing.assert_array_equal(np.load(a / "features" / "i3d" / v), np.load(b / "features" / "i3d" / v))
     ann = load_annotations(a / "annotations_gt.json")
     assert detect_format(json.loads((a / "annotations_gt.json").read_text())) == "fineaction"
     assert ann.label_names == synthetic.label_names(synthetic.PRESETS["tiny"])
     spec = synthetic.PRESETS["tiny"]
     assert ann.subsets() == {"training": spec.num_train, "validation": spec.num_val, "testing": spec.num_test}
+    manifest = read_manifest(a / "features" / "slowfast")
+    assert (manifest.width, manifest.feat_stride, manifest.snippet_frames) == (64, 16, 16)
     for vid in ann.videos:
         x = np.load(a / "features" / "slowfast" / f"{vid}.npy")
         assert x.shape == (synthetic.num_features(ann[vid].duration_sec), 64)
+        assert manifest.videos[vid]["T"] == len(x) and manifest.videos[vid]["fps"] == ann[vid].fps
     stats = synthetic.statistics(a)
     assert stats["classes"] == 4 and stats["instances"] == ann.num_instances
 

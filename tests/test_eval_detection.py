@@ -10,7 +10,7 @@ from reference_eval import (
     random_case,
 )
 from tal.eval import TIOU_PRESETS, evaluate_detection, interpolated_average_precision, resolve_tiou_thresholds
-from tal.eval.io import ResultsError
+from tal.formats.results import ResultsError
 from tal.ops import paired_segment_iou
 
 
@@ -104,7 +104,7 @@ def test_videos_without_ground_truth_are_false_positives():
 
 
 def test_predictions_outside_the_subset_are_false_positives():
-    from tal.data.annotations import AnnotationSet, VideoAnnotation
+    from tal.formats.annotations import AnnotationSet, VideoAnnotation
 
     videos = {
         "val": VideoAnnotation("val", "validation", 60.0, np.array([[0.0, 10.0]]), ["a"]),

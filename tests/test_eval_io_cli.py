@@ -14,10 +14,11 @@ from tal.eval import (
     load_results,
     resolve_tiou_thresholds,
     topk_accuracy,
-    video_labels,
+    video_label_ids,
     write_results,
 )
 from tal.eval.__main__ import main
+from tal.formats import AnnotationError
 
 
 def _write_case(tmp_path, seed=0):
@@ -81,7 +82,7 @@ def test_ground_truth_subset_errors(tmp_path):
     gt_path, _, gt_rows, _ = _write_case(tmp_path)
     gt = load_ground_truth(gt_path, "validation")
     assert set(gt.videos) == {r[0] for r in gt_rows}  # the training video is left out
-    with pytest.raises(ResultsError, match="no video in subset 'Test'.*validation"):
+    with pytest.raises(AnnotationError, match="no video in subset 'Test'.*validation"):
         load_ground_truth(gt_path, "Test")
 
 
@@ -135,7 +136,7 @@ def test_video_labels_most_frequent():
         [("v", "b", 0, 1), ("v", "a", 1, 2), ("v", "a", 2, 3), ("w", "b", 0, 1), ("w", "c", 1, 2)],
         ["a", "b", "c"],
     )
-    assert video_labels(gt) == {"v": 0, "w": 1}
+    assert video_label_ids(gt) == {"v": 0, "w": 1}
 
 
 THUMOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "thumos14.json"

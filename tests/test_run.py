@@ -123,7 +123,7 @@ def test_cli_run_writes_metrics_detections_and_predictions(tmp_path):
     assert 0.0 <= metrics["metrics"]["val/mAP"] <= 1.0
     assert metrics["metrics"]["val/score"] == metrics["metrics"]["val/mAP"]
     val = json.loads((run_dir / "detections_val.json").read_text())
-    test = json.loads((run_dir / "predictions_test.json").read_text())
+    test = json.loads((run_dir / "detections_test.json").read_text())
     tiny_test_videos = 4
     assert len(test["results"]) == tiny_test_videos and set(val) >= {"version", "results"}
     entry = next(iter(test["results"].values()))[0]
@@ -132,10 +132,15 @@ def test_cli_run_writes_metrics_detections_and_predictions(tmp_path):
 
 
 def test_cli_multirun_sweep_prints_one_row_per_L(tmp_path):
-    out = _run_cli(["-m", "experiment=bmn_synthetic", "debug=fast", "L=16,32"], tmp_path)
+    """One row per L; an override holding '[/abs/path]' (rich markup look-alike) reaches the summary intact."""
+    tag = f"tags=[{tmp_path}/x]"
+    out = _run_cli(["-m", "experiment=bmn_synthetic", "debug=fast", "L=16,32", tag], tmp_path)
     (sweep_dir,) = (tmp_path / "outputs" / "bmn_synthetic" / "multiruns").iterdir()
     rows = json.loads((sweep_dir / "sweep_summary.json").read_text())
-    assert [r["overrides"] for r in rows] == [f"experiment=bmn_synthetic debug=fast L={n}" for n in (16, 32)]
+    assert [r["overrides"] for r in rows] == [
+        f"experiment=bmn_synthetic debug=fast L={n} {tag}" for n in (16, 32)
+    ]
+    assert tag in (sweep_dir / "sweep_summary.md").read_text()
     assert all(0.0 <= r["val/AUC"] <= 100.0 for r in rows)
     assert "L=16" in out.stdout and "L=32" in out.stdout
 
@@ -146,10 +151,12 @@ def test_notebook_path_compose_then_train(tmp_path):
     cfg = compose(
         ["experiment=bmn_synthetic", "debug=fast", "L=16", f"paths.root_dir={tmp_path}", "callbacks=none"]
     )
-    metrics = train(cfg)
+    result = train(cfg)
+    metrics = result.metrics
     assert (
         set(metrics) >= {"val/AR@100", "val/AUC", "val/score"} and metrics["val/score"] == metrics["val/AUC"]
     )
     written = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
-    assert written == {"overrides": [], "metrics": metrics}
-    assert (Path(cfg.paths.output_dir) / "proposals_val.json").is_file()
+    assert written["overrides"] == [] and written["metrics"] == metrics and written["weights"] == "last"
+    assert result.paths["proposals_val"] == str(Path(cfg.paths.output_dir) / "proposals_val.json")
+    assert all(Path(p).is_file() for p in result.paths.values())

@@ -158,7 +158,7 @@ def test_segment_voting_hand_case():
     kept = torch.tensor([[0.0, 10.0], [50.0, 60.0]], dtype=torch.float64)
     all_segs = torch.tensor([[0.0, 10.0], [2.0, 10.0], [20.0, 30.0]], dtype=torch.float64)
     all_scores = torch.tensor([1.0, 0.5, 1.0], dtype=torch.float64)
-    out = segment_voting(kept, torch.tensor([1.0, 1.0]), all_segs, all_scores, 0.75)
+    out = segment_voting(kept, all_segs, all_scores, 0.75)
     # votes for [0,10]: itself (1 * 1) and [2,10] (0.5 * 0.8); [50,60] has no voter -> unchanged
     torch.testing.assert_close(out, torch.tensor([[0.8 / 1.4, 10.0], [50.0, 60.0]], dtype=torch.float64))
 
@@ -166,7 +166,7 @@ def test_segment_voting_hand_case():
 def test_segment_voting_matches_loop():
     segs, scores, _ = _random_segments(5, 120, 1)
     kept_segs, kept_scores, _ = soft_nms(segs, scores, max_segments=20)
-    out = segment_voting(kept_segs, kept_scores, segs, scores, 0.6)
+    out = segment_voting(kept_segs, segs, scores, 0.6)
     a, s = segs.numpy(), scores.numpy()
     for k, (ks, ke) in enumerate(kept_segs.tolist()):
         w = np.array([s[j] * iou if (iou := _iou(ks, ke, *a[j])) >= 0.6 else 0.0 for j in range(len(a))])

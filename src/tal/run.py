@@ -3,18 +3,20 @@
 From a notebook::
 
     from tal.run import compose, train
-    cfg = compose(["experiment=actionformer_synthetic", "trainer.max_epochs=2"])
-    metrics = train(cfg)
+    cfg = compose(["experiment=actionformer_synthetic", "trainer.max_epochs=2", "predict=true"])
+    result = train(cfg)          # result.metrics["val/mAP"], result.paths["detections_test"]
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from tal.models.common import results_path
 from tal.utils.io import atomic_write_json
 
 
@@ -55,7 +57,11 @@ def _instantiate_dict(node: DictConfig | None) -> list:
 
 
 def build(cfg: DictConfig):
-    """Instantiate ``(datamodule, model, trainer)`` from a composed config."""
+    """Instantiate ``(datamodule, model, trainer)`` from a composed config.
+
+    The model gets ``in_channels`` / ``num_classes`` from the data when its config leaves them ``null``, and
+    the ``eval:`` block of the config as its ``eval`` argument.
+    """
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
@@ -65,6 +71,8 @@ def build(cfg: DictConfig):
     dm.setup("fit")
     from_data = {"in_channels": dm.in_channels, "num_classes": dm.num_classes}
     fill = {k: v for k, v in from_data.items() if k in cfg.model and cfg.model[k] is None}
+    if cfg.get("eval") is not None:
+        fill["eval"] = OmegaConf.to_container(cfg.eval, resolve=True)
     model = instantiate(cfg.model, _convert_="all", **fill)
     trainer = instantiate(
         cfg.trainer,
@@ -73,6 +81,17 @@ def build(cfg: DictConfig):
         _convert_="all",
     )
     return dm, model, trainer
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` did: the validation ``metrics``, the ``paths`` it wrote (``metrics``, ``config``,
+    ``{kind}_{split}`` results files, ``checkpoint_last`` / ``checkpoint_best``) and the run folder."""
+
+    metrics: dict[str, float]
+    paths: dict[str, str] = field(default_factory=dict)
+    output_dir: str = ""
+    weights: str = "last"
 
 
 def _scalars(metrics: dict) -> dict:
@@ -85,10 +104,36 @@ def _scalars(metrics: dict) -> dict:
     return out
 
 
-def train(cfg: DictConfig) -> dict:
-    """Fit, validate and optionally predict as ``cfg`` says; write ``metrics.json`` (and predictions) to
-    ``cfg.paths.output_dir``. Returns the validation metrics."""
+def _eval_weights(cfg: DictConfig, trainer) -> tuple[str, str | None]:
+    """``(what, checkpoint)``: which weights validation and prediction use (see ``eval.weights``)."""
+    if not cfg.get("train", True):
+        ckpt = cfg.get("ckpt_path")
+        return ("checkpoint", ckpt) if ckpt else ("init", None)
+    wanted = (cfg.get("eval") or {}).get("weights", "last")
+    if wanted not in ("last", "best"):
+        raise ValueError(f"eval.weights must be 'last' or 'best', got {wanted!r}")
+    if wanted == "best":
+        best = (
+            getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
+        )
+        if best:
+            return "best", best
+        print(
+            "eval.weights=best but no best checkpoint was saved (no monitored callback): using the last weights"
+        )
+    return "last", None  # the weights in memory after fit (EMA-averaged when that callback is on)
+
+
+def train(cfg: DictConfig) -> RunResult:
+    """Fit, validate and predict as ``cfg`` says, writing to ``cfg.paths.output_dir``.
+
+    Writes ``config.yaml``, ``metrics.json`` (the validation metrics and which weights gave them),
+    ``{kind}_val.json`` and, with ``predict=true``, ``{kind}_{split}.json`` for each split of
+    ``predict_splits`` (``kind``: ``detections`` or ``proposals``). Returns a :class:`RunResult`; a notebook or a
+    pipeline chains stages through its ``paths``.
+    """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     out_dir = Path(cfg.paths.output_dir)
@@ -97,37 +142,52 @@ def train(cfg: DictConfig) -> dict:
     dm, model, trainer = build(cfg)
     if cfg.get("train", True):
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
-        eval_ckpt = None  # the trained weights in memory (EMA weights when that callback is on)
-    else:
-        eval_ckpt = cfg.get("ckpt_path")
+    weights, eval_ckpt = _eval_weights(cfg, trainer)
     metrics: dict = {}
     if cfg.get("validate", True):
         results = trainer.validate(model, datamodule=dm, ckpt_path=eval_ckpt, verbose=False)
         metrics = _scalars(results[0] if results else trainer.callback_metrics)
+    paths = {"config": str(out_dir / "config.yaml"), "metrics": str(out_dir / "metrics.json")}
+    if cfg.get("validate", True):
+        paths[f"{model.result_kind}_val"] = str(results_path(out_dir, model.result_kind, "val"))
     if cfg.get("predict", False):
-        outputs = trainer.predict(model, datamodule=dm, ckpt_path=eval_ckpt)
-        write_predictions(out_dir / "predictions_test.json", outputs)
+        trainer.predict(model, datamodule=dm, ckpt_path=eval_ckpt, return_predictions=False)
+        for split in dm.predict_splits:
+            paths[f"{model.result_kind}_{split}"] = str(results_path(out_dir, model.result_kind, split))
+    ckpt_dir = out_dir / "checkpoints"
+    if (ckpt_dir / "last.ckpt").is_file():
+        paths["checkpoint_last"] = str(ckpt_dir / "last.ckpt")
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
+    if best:
+        paths["checkpoint_best"] = str(best)
+    missing = [p for p in paths.values() if p != paths["metrics"] and not Path(p).is_file()]
+    if missing:
+        raise RuntimeError(f"the run should have written {missing} but did not")
+    result = RunResult(metrics, paths, str(out_dir), weights)
     if trainer.is_global_zero:
         overrides = _overrides()
-        atomic_write_json(out_dir / "metrics.json", {"overrides": overrides, "metrics": metrics}, indent=1)
-        table = Table(title="validation", caption=" ".join(overrides) or None)
+        atomic_write_json(
+            out_dir / "metrics.json",
+            {
+                "overrides": overrides,
+                "metrics": metrics,
+                "weights": weights,
+                "checkpoint": eval_ckpt,
+                "paths": paths,
+            },
+            indent=1,
+        )
+        table = Table(title=f"validation ({weights} weights)")
         table.add_column("metric")
         table.add_column("value", justify="right")
         for k, v in sorted(metrics.items()):
-            table.add_row(k, f"{v:.4f}")
-        Console().print(table)
-        Console().print(f"outputs in {out_dir}")
-    return metrics
-
-
-def write_predictions(path: Path, outputs: list | None) -> None:
-    """Merge ``predict_step`` outputs (dicts ``video_id -> [{"segment", "score", ("label")}]``) into one
-    ActivityNet results file, atomically. A video met twice (DDP pads shards with repeated samples) keeps one
-    copy of its entries."""
-    results: dict = {}
-    for batch in outputs or []:
-        results.update(batch)
-    atomic_write_json(path, {"version": "tal", "external_data": {}, "results": results})
+            table.add_row(escape(k), f"{v:.4f}")
+        console = Console()
+        console.print(table)
+        if overrides:
+            console.print(f"overrides: {escape(' '.join(overrides))}", soft_wrap=True)
+        console.print(f"outputs in {escape(str(out_dir))}", soft_wrap=True)
+    return result
 
 
 def _overrides() -> list[str]:
@@ -141,8 +201,7 @@ def _overrides() -> list[str]:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="run")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
-    return metrics.get("val/score")
+    return train(cfg).metrics.get("val/score")
 
 
 if __name__ == "__main__":

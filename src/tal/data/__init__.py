@@ -1,13 +1,6 @@
-"""Data layer: annotations, cleaning, feature stores, datasets, the DataModule and the synthetic data set."""
+"""Data layer: cleaning, datasets, the DataModule and the synthetic data set, over the file formats of
+:mod:`tal.formats` (re-exported here for notebooks: ``from tal.data import load_annotations``)."""
 
-from tal.data.annotations import (
-    AnnotationError,
-    AnnotationSet,
-    VideoAnnotation,
-    detect_format,
-    load_annotations,
-    read_label_file,
-)
 from tal.data.cleaning import (
     CleaningReport,
     Clip,
@@ -16,13 +9,28 @@ from tal.data.cleaning import (
     drop_videos_without_features,
     relabel_to_video_label,
     remove_short_instances,
-    video_label,
-    video_labels,
 )
 from tal.data.datamodule import TALDataModule
 from tal.data.datasets import FeatureDataset, collate_batch, truncate_segments
-from tal.data.features import ConcatStore, FeatureError, FeatureStore, resize_features
-from tal.data.timeaxis import grid_axis, idx_to_sec, sec_to_idx, snippet_axis
+from tal.formats.annotations import (
+    AnnotationError,
+    AnnotationSet,
+    VideoAnnotation,
+    detect_format,
+    load_annotations,
+    read_label_file,
+    video_label,
+    video_labels,
+)
+from tal.formats.store import ConcatStore, FeatureError, FeatureStore, resize_features
+from tal.ops.timeaxis import (
+    grid_axis,
+    idx_to_sec,
+    positions_to_sec,
+    sec_to_idx,
+    sec_to_positions,
+    snippet_axis,
+)
 
 __all__ = [
     "AnnotationError",
@@ -43,11 +51,13 @@ __all__ = [
     "grid_axis",
     "idx_to_sec",
     "load_annotations",
+    "positions_to_sec",
     "read_label_file",
     "relabel_to_video_label",
     "remove_short_instances",
     "resize_features",
     "sec_to_idx",
+    "sec_to_positions",
     "snippet_axis",
     "truncate_segments",
     "video_label",

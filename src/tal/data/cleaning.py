@@ -1,5 +1,5 @@
-"""Data cleaning (DESIGN.md §3): dirty segments, duplicates, videos without features, video relabel,
-class-balanced resampling of training clips, and removal of instances shorter than a grid cell.
+"""Data cleaning: dirty segments, duplicates, videos without features, video relabel, class-balanced resampling
+of training clips, and removal of instances shorter than a grid cell.
 
 Every function returns what it changed in a :class:`CleaningReport`; nothing is dropped silently.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tal.data.annotations import AnnotationSet, VideoAnnotation, copy_video
+from tal.formats.annotations import AnnotationSet, VideoAnnotation, copy_video, video_label
 
 
 @dataclass
@@ -46,15 +46,16 @@ class CleaningReport:
         return {r: {"count": n, "examples": self.examples.get(r, [])} for r, n in sorted(self.counts.items())}
 
     def table(self, title: str = "data cleaning"):
-        """A ``rich.table.Table`` of the report."""
+        """A ``rich.table.Table`` of the report (every string escaped: ids and paths may hold ``[...]``)."""
+        from rich.markup import escape
         from rich.table import Table
 
-        t = Table(title=title)
+        t = Table(title=escape(title))
         t.add_column("what")
         t.add_column("count", justify="right")
         t.add_column("e.g. videos")
         for reason, n in sorted(self.counts.items()):
-            t.add_row(reason, str(n), ", ".join(self.examples.get(reason, [])))
+            t.add_row(escape(reason), str(n), escape(", ".join(self.examples.get(reason, []))))
         if not self.counts:
             t.add_row("nothing dropped or changed", "0", "")
         return t
@@ -135,25 +136,6 @@ def remove_short_instances(
     return ann.with_videos(out), report
 
 
-def video_label(video: VideoAnnotation) -> str | None:
-    """The most frequent instance label; ties go to the label covering more seconds, then the smaller name.
-
-    ``None`` for a video without instances.
-    """
-    if not video.labels:
-        return None
-    counts = Counter(video.labels)
-    seconds = Counter()
-    for (s, e), lab in zip(video.segments_sec.tolist(), video.labels):
-        seconds[lab] += e - s
-    return min(counts, key=lambda lab: (-counts[lab], -seconds[lab], lab))
-
-
-def video_labels(ann: AnnotationSet) -> dict[str, str | None]:
-    """``video_id -> video label`` (see :func:`video_label`)."""
-    return {v.video_id: video_label(v) for v in ann}
-
-
 @dataclass(frozen=True)
 class Clip:
     """A training item: a window ``[t_start_sec, t_end_sec]`` of one video (the whole video by default)."""
@@ -174,7 +156,8 @@ def class_balanced_clips(
     context: tuple[float, float] = (1.0, 4.0),
     seed: int = 0,
 ) -> tuple[list[Clip], CleaningReport]:
-    """Extra training clips cropped around instances of rare classes (seed 000, Fig. 1).
+    """Extra training clips cropped around instances of rare classes (the class resampling of the FineAction 2021
+    winning two-stage system).
 
     Classes with fewer instances than the ``target_quantile`` of the per-class counts get extra clips until they
     reach it (at most ``max_extra_per_class``). Each extra clip is centred on one instance of the class (drawn in

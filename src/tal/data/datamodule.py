@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from rich.console import Console
+from rich.markup import escape
 from torch.utils.data import DataLoader
 
 from tal.data import cleaning
-from tal.data.annotations import AnnotationSet, load_annotations
 from tal.data.datasets import FeatureDataset, collate_batch
-from tal.data.features import ConcatStore, FeatureError
+from tal.formats.annotations import AnnotationSet, load_annotations, video_labels
+from tal.formats.store import ConcatStore, FeatureError
 
 SPLITS = ("train", "val", "test")
 
@@ -23,6 +24,13 @@ class TALDataModule(pl.LightningDataModule):
     Either point ``annotation_file`` and ``feature_dirs`` at your data, or set ``synthetic`` (e.g.
     ``{"preset": "small", "seed": 0, "root": "data/synthetic"}``) to generate the synthetic FineAction-like set
     on demand; ``views`` then selects which of its feature views to concatenate.
+
+    Splits are ``train``, ``val`` and ``test``, each one or more subsets of the annotation file
+    (``train_subset`` ...). ``predict_splits`` lists the splits ``trainer.predict`` runs over (one dataloader
+    each, whole videos, in order); a model writes one results file per split.
+
+    To give a stage's own items (extra per-sample keys, other clips), subclass and override :meth:`dataset`:
+    the loaders, prediction and DDP handling stay as they are.
 
     All arguments are numbers, strings and lists so the module pickles (DataLoader workers, ``ddp_spawn``).
     """
@@ -40,11 +48,12 @@ class TALDataModule(pl.LightningDataModule):
         pad_multiple: int = 1,
         crop_ratio: list[float] | None = None,
         feat_stride: float = 16,
-        num_frames: float = 16,
+        snippet_frames: float = 16,
         fps: float | None = None,
         train_subset: str | list[str] = "training",
         val_subset: str | list[str] = "validation",
         test_subset: str | list[str] = "validation",
+        predict_splits: list[str] | None = None,
         clip_tolerance_sec: float = 1.0,
         remove_short: bool = False,
         relabel: bool = False,
@@ -74,8 +83,14 @@ class TALDataModule(pl.LightningDataModule):
             pad_multiple,
         )
         self.crop_ratio = list(crop_ratio) if crop_ratio else None
-        self.feat_stride, self.num_frames, self.fps = feat_stride, num_frames, fps
+        self.feat_stride, self.snippet_frames, self.fps = feat_stride, snippet_frames, fps
         self.subsets = {"train": train_subset, "val": val_subset, "test": test_subset}
+        self.predict_splits = list(predict_splits) if predict_splits is not None else ["test"]
+        unknown = [s for s in self.predict_splits if s not in SPLITS]
+        if unknown or not self.predict_splits:
+            raise ValueError(
+                f"predict_splits must be a non-empty list of {list(SPLITS)}, got {self.predict_splits}"
+            )
         self.clip_tolerance_sec, self.remove_short, self.relabel = clip_tolerance_sec, remove_short, relabel
         self.class_balance = dict(class_balance) if class_balance else None
         self.on_bad_feature = on_bad_feature
@@ -88,7 +103,7 @@ class TALDataModule(pl.LightningDataModule):
         )
         self.report = cleaning.CleaningReport()
         self._splits: dict[str, AnnotationSet] = {}
-        self._datasets: dict[str, FeatureDataset] = {}
+        self._datasets: dict[tuple[str, bool], FeatureDataset] = {}
         self.label_names: list[str] = []
         self.in_channels: int | None = None
 
@@ -171,7 +186,7 @@ class TALDataModule(pl.LightningDataModule):
                     raise
                 self.report.add("invalid feature file (skipped)", v.video_id)
                 if self.verbose:
-                    Console().print(f"[yellow]skip:[/] {e}")
+                    Console().print(f"[yellow]skip:[/] {escape(str(e))}")
         self.in_channels = self.store.channels
         return ann.with_videos(kept)
 
@@ -190,18 +205,24 @@ class TALDataModule(pl.LightningDataModule):
         return list(self.ground_truth(split).videos)
 
     def video_labels(self, split: str) -> dict[str, str | None]:
-        return cleaning.video_labels(self.ground_truth(split))
+        """``video_id -> video label name`` of ``split`` (:func:`tal.formats.video_label`)."""
+        return video_labels(self.ground_truth(split))
 
-    def dataset(self, split: str) -> FeatureDataset:
-        if split not in self._datasets:
+    def dataset(self, split: str, training: bool | None = None) -> FeatureDataset:
+        """The dataset of ``split``: with ``training`` (default: ``split == "train"``) random crops and the
+        class-balanced extra clips; without, whole videos in ``video_ids(split)`` order. Cached per
+        ``(split, training)``; the override point for a stage that needs other items."""
+        training = split == "train" if training is None else bool(training)
+        key = (split, training)
+        if key not in self._datasets:
             ann = self.ground_truth(split)
-            train = split == "train"
+            train = training
             clips = cleaning.whole_video_clips(ann)
             if train and self.class_balance:
                 extra, rep = cleaning.class_balanced_clips(ann, seed=self.seed, **self.class_balance)
                 clips += extra
                 self.report.merge(rep)
-            self._datasets[split] = FeatureDataset(
+            self._datasets[key] = FeatureDataset(
                 ann,
                 self.store,
                 clips,
@@ -211,20 +232,20 @@ class TALDataModule(pl.LightningDataModule):
                 max_seq_len=self.max_seq_len,
                 crop_ratio=self.crop_ratio,
                 feat_stride=self.feat_stride,
-                num_frames=self.num_frames,
+                snippet_frames=self.snippet_frames,
                 fps=self.fps,
                 train=train,
                 cache=self.cache_features,
                 seed=self.seed,
             )
-        return self._datasets[split]
+        return self._datasets[key]
 
-    def _loader(self, split: str) -> DataLoader:
-        train = split == "train"
+    def _loader(self, split: str, training: bool | None = None) -> DataLoader:
+        train = split == "train" if training is None else training
         native = self.regime == "native"
         pad_to, pad_multiple = (self.max_seq_len, self.pad_multiple) if native else (None, 1)
         return DataLoader(
-            self.dataset(split),
+            self.dataset(split, train),
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,
             drop_last=False,
@@ -242,5 +263,6 @@ class TALDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
+    def predict_dataloader(self) -> list[DataLoader]:
+        """One loader per split of ``predict_splits`` (whole videos, no shuffling), in that order."""
+        return [self._loader(split, training=False) for split in self.predict_splits]

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tal.data.annotations import AnnotationSet
 from tal.data.cleaning import Clip
-from tal.data.features import ConcatStore, resize_features
-from tal.data.timeaxis import grid_axis, snippet_axis
+from tal.formats.annotations import AnnotationSet
+from tal.formats.store import ConcatStore, resize_features
+from tal.ops.timeaxis import grid_axis, sec_to_positions, snippet_axis
 
 
 def truncate_segments(
@@ -46,7 +46,8 @@ class FeatureDataset(Dataset):
         L: grid length of the resize regime.
         max_seq_len: longest native sequence at training (longer ones are randomly cropped).
         crop_ratio: ``(lo, hi)`` random crop of the native sequence at training, or ``None``.
-        feat_stride, num_frames, fps: snippet geometry; ``fps=None`` takes each video's own fps.
+        feat_stride, snippet_frames, fps: snippet geometry (:func:`tal.ops.timeaxis.snippet_axis`);
+            ``fps=None`` takes each video's own fps.
         train: random crops on; otherwise deterministic whole clips.
         cache: keep loaded arrays in memory (per worker).
     """
@@ -62,7 +63,7 @@ class FeatureDataset(Dataset):
         max_seq_len: int = 256,
         crop_ratio: tuple[float, float] | None = None,
         feat_stride: float = 16,
-        num_frames: float = 16,
+        snippet_frames: float = 16,
         fps: float | None = None,
         train: bool = False,
         cache: bool = True,
@@ -74,7 +75,7 @@ class FeatureDataset(Dataset):
         self.video_idx = {v: i for i, v in enumerate(video_ids)}
         self.regime, self.L, self.max_seq_len = regime, int(L), int(max_seq_len)
         self.crop_ratio = tuple(crop_ratio) if crop_ratio is not None else None
-        self.feat_stride, self.num_frames, self.fps = feat_stride, num_frames, fps
+        self.feat_stride, self.snippet_frames, self.fps = feat_stride, snippet_frames, fps
         self.train, self.cache = train, cache
         self._cache: dict[str, np.ndarray] = {}
         self._rng = np.random.default_rng(seed)
@@ -121,15 +122,17 @@ class FeatureDataset(Dataset):
         return {
             "feats": feats,
             "mask": torch.ones(self.L, dtype=torch.bool),
-            "segments": torch.as_tensor((segs - t0) / sec_per_unit, dtype=torch.float32).reshape(-1, 2),
+            "segments": torch.as_tensor(
+                sec_to_positions(segs, sec_per_unit, t0), dtype=torch.float32
+            ).reshape(-1, 2),
             "labels": torch.as_tensor(ids[keep], dtype=torch.long),
             "sec_per_unit": sec_per_unit,
             "offset_sec": t0,
         }
 
     def _native_item(self, x, fps, clip: Clip, segments_sec, ids) -> dict:
-        sec_per_unit, offset_sec = snippet_axis(fps, self.feat_stride, self.num_frames)
-        segs_idx = (segments_sec - offset_sec) / sec_per_unit
+        sec_per_unit, offset_sec = snippet_axis(fps, self.feat_stride, self.snippet_frames)
+        segs_idx = sec_to_positions(segments_sec, sec_per_unit, offset_sec)
         T = x.shape[0]
         lo = max(0, int(math.floor((clip.t_start_sec - offset_sec) / sec_per_unit)))
         hi = min(T, max(lo + 1, int(math.ceil((clip.t_end_sec - offset_sec) / sec_per_unit)) + 1))
@@ -162,10 +165,25 @@ class FeatureDataset(Dataset):
         return best
 
 
+#: the keys of the batch contract; any other key of the items is passed through as a list (see collate_batch)
+CONTRACT_KEYS = (
+    "video_idx",
+    "feats",
+    "mask",
+    "segments",
+    "labels",
+    "sec_per_unit",
+    "offset_sec",
+    "duration_sec",
+)
+
+
 def collate_batch(items: list[dict], pad_to: int | None = None, pad_multiple: int = 1) -> dict:
     """Stack items into the batch contract; pad the time axis with zeros (``mask`` False there).
 
-    The padded length is ``max(pad_to, longest)`` rounded up to a multiple of ``pad_multiple``.
+    The padded length is ``max(pad_to, longest)`` rounded up to a multiple of ``pad_multiple``. Keys beyond
+    the contract (a stage's own per-sample data, e.g. the cascade's input proposals or a classifier's video
+    label) are passed through as a list with one entry per sample, in batch order.
     """
     longest = max(it["feats"].shape[1] for it in items)
     T = max(pad_to or 0, longest)
@@ -186,4 +204,5 @@ def collate_batch(items: list[dict], pad_to: int | None = None, pad_multiple: in
         "sec_per_unit": torch.tensor([it["sec_per_unit"] for it in items], dtype=torch.float64),
         "offset_sec": torch.tensor([it["offset_sec"] for it in items], dtype=torch.float64),
         "duration_sec": torch.tensor([it["duration_sec"] for it in items], dtype=torch.float64),
+        **{key: [it[key] for it in items] for key in items[0] if key not in CONTRACT_KEYS},
     }

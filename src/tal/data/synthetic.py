@@ -3,7 +3,7 @@
 ``annotations_gt.json`` in FineAction's layout plus one ``.npy`` per video per feature view
 (``features/i3d/<video>.npy`` with 96 channels, ``features/slowfast/<video>.npy`` with 64 channels; float16 to
 halve the disk, the readers return float32). Snippet geometry: 30 fps, a feature every 16 frames over 16-frame
-windows, so ``t_sec = (idx * 16 + 8) / 30`` (:mod:`tal.data.timeaxis`).
+windows, so ``t_sec = (idx * 16 + 8) / 30`` (:mod:`tal.ops.timeaxis`).
 
 What makes it FineAction-like (statistics printed by ``python -m tal.data.synthetic --preset small``):
 many short instances (median about 3% of the video), about 89% single-label videos, Zipf-like class imbalance,
@@ -38,9 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tal.data.timeaxis import sec_to_idx
+from tal.formats.store import StoreManifest, write_features, write_manifest
+from tal.ops.timeaxis import sec_to_idx
 
-FPS, FEAT_STRIDE, NUM_FRAMES = 30.0, 16, 16
+FPS, FEAT_STRIDE, SNIPPET_FRAMES = 30.0, 16, 16
 VIEWS = {"i3d": 96, "slowfast": 64}
 #: (pair strength, member strength) per view: each view is strong on one half of the class identity
 VIEW_MIX = {"i3d": (1.0, 0.35), "slowfast": (0.35, 1.0)}
@@ -100,15 +101,15 @@ def class_directions(spec: SyntheticSpec, seed: int) -> dict[str, np.ndarray]:
 
 
 def num_features(duration_sec: float) -> int:
-    return max(1, int((duration_sec * FPS - NUM_FRAMES) // FEAT_STRIDE) + 1)
+    return max(1, int((duration_sec * FPS - SNIPPET_FRAMES) // FEAT_STRIDE) + 1)
 
 
 def snippet_coverage(start_sec: float, end_sec: float, T: int) -> np.ndarray:
     """``(T,)`` fraction of each snippet window ``[16 i, 16 i + 16)`` frames covered by ``[start, end]``."""
     lo = np.arange(T) * FEAT_STRIDE
-    hi = lo + NUM_FRAMES
+    hi = lo + SNIPPET_FRAMES
     inter = np.clip(np.minimum(hi, end_sec * FPS) - np.maximum(lo, start_sec * FPS), 0, None)
-    return inter / NUM_FRAMES
+    return inter / SNIPPET_FRAMES
 
 
 def _place_instances(rng, duration: float, n: int, spec: SyntheticSpec) -> list[tuple[float, float]]:
@@ -159,8 +160,8 @@ def generate_video(
             cov = snippet_coverage(s, e, T)
             x += spec.signal * cov[:, None] * dirs[view][c][None, :]
             s_idx, e_idx = (
-                sec_to_idx(s, FPS, FEAT_STRIDE, NUM_FRAMES),
-                sec_to_idx(e, FPS, FEAT_STRIDE, NUM_FRAMES),
+                sec_to_idx(s, FPS, FEAT_STRIDE, SNIPPET_FRAMES),
+                sec_to_idx(e, FPS, FEAT_STRIDE, SNIPPET_FRAMES),
             )
             pos = np.arange(T)
             x += (
@@ -226,13 +227,24 @@ def generate(root: str | os.PathLike, preset: str = "small", seed: int = 0) -> P
     dirs["offset"] = {v: trng.standard_normal(w) for v, w in VIEWS.items()}
     subsets = ["training"] * spec.num_train + ["validation"] * spec.num_val + ["testing"] * spec.num_test
     database = {}
+    manifests = {
+        view: StoreManifest(f"synthetic:{view}", None, width, FEAT_STRIDE, SNIPPET_FRAMES)
+        for view, width in VIEWS.items()
+    }
     try:
         for k, subset in enumerate(subsets):
             entry, feats = generate_video(spec, seed, k, class_probs, dirs)
             video_id = f"v_{preset}_{k:06d}"
             database[video_id] = {"subset": subset, **entry}
             for view, x in feats.items():
-                np.save(tmp / "features" / view / f"{video_id}.npy", x)
+                write_features(tmp / "features" / view, video_id, x)
+                manifests[view].videos[video_id] = {
+                    "T": len(x),
+                    "fps": FPS,
+                    "frame_count": entry["actual_frame_num"],
+                }
+        for view, manifest in manifests.items():
+            write_manifest(tmp / "features" / view, manifest)
         meta = {
             "preset": preset,
             "seed": seed,
@@ -240,7 +252,7 @@ def generate(root: str | os.PathLike, preset: str = "small", seed: int = 0) -> P
             "views": VIEWS,
             "fps": FPS,
             "feat_stride": FEAT_STRIDE,
-            "num_frames": NUM_FRAMES,
+            "snippet_frames": SNIPPET_FRAMES,
         }
         (tmp / "annotations_gt.json").write_text(
             json.dumps({"version": "tal-synthetic-1", "database": database})
@@ -272,8 +284,8 @@ def ensure_dataset(root: str | os.PathLike, preset: str = "small", seed: int = 0
 def statistics(path: str | os.PathLike) -> dict:
     """Instance length quantiles (seconds and fraction of the video), labels per video, dirty count, class
     counts of an annotation file (any supported format)."""
-    from tal.data.annotations import load_annotations
     from tal.data.cleaning import clean_segments
+    from tal.formats.annotations import load_annotations
 
     ann = load_annotations(Path(path) / "annotations_gt.json" if Path(path).is_dir() else path)
     clean, report = clean_segments(ann)

@@ -1,11 +1,11 @@
 """The official ActivityNet evaluation protocol: detection mAP, proposal AR@AN / AUC, top-k accuracy.
 
-Functions take an :class:`~tal.data.annotations.AnnotationSet` (one subset) and flat
-:class:`~tal.eval.io.Predictions`; :mod:`tal.eval.metrics` wraps them as torchmetrics ``Metric`` s and
+Functions take an :class:`~tal.formats.AnnotationSet` (one subset) and flat
+:class:`~tal.formats.Predictions`; :mod:`tal.eval.metrics` wraps them as torchmetrics ``Metric`` s and
 ``python -m tal.eval`` (``tal-eval``) evaluates a results JSON file.
 """
 
-from tal.eval.classification import topk_accuracy, video_labels
+from tal.eval.classification import topk_accuracy, video_label_ids
 from tal.eval.detection import (
     TIOU_PRESETS,
     DetectionResult,
@@ -13,9 +13,10 @@ from tal.eval.detection import (
     interpolated_average_precision,
     resolve_tiou_thresholds,
 )
-from tal.eval.io import Predictions, ResultsError, load_ground_truth, load_results, write_results
-from tal.eval.metrics import DetectionMAP, ProposalAR
+from tal.eval.metrics import DetectionMAP, ProposalAR, SegmentCollector
 from tal.eval.proposal import ProposalResult, evaluate_proposals
+from tal.formats.annotations import load_ground_truth
+from tal.formats.results import Predictions, ResultsError, load_results, write_results
 
 __all__ = [
     "TIOU_PRESETS",
@@ -24,6 +25,7 @@ __all__ = [
     "Predictions",
     "ProposalAR",
     "ProposalResult",
+    "SegmentCollector",
     "ResultsError",
     "evaluate_detection",
     "evaluate_proposals",
@@ -32,6 +34,6 @@ __all__ = [
     "load_results",
     "resolve_tiou_thresholds",
     "topk_accuracy",
-    "video_labels",
+    "video_label_ids",
     "write_results",
 ]

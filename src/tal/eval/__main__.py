@@ -11,12 +11,13 @@ import sys
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from tal.data.annotations import AnnotationError
 from tal.eval.detection import DetectionResult, evaluate_detection, resolve_tiou_thresholds
-from tal.eval.io import ResultsError, load_ground_truth, load_results
 from tal.eval.proposal import ProposalResult, evaluate_proposals
+from tal.formats.annotations import AnnotationError, load_ground_truth
+from tal.formats.results import ResultsError, load_results
 from tal.utils.io import atomic_write_json
 
 
@@ -65,7 +66,7 @@ def detection_table(result: DetectionResult, per_class: bool) -> list[Table]:
         for c, name in enumerate(result.class_names):
             cells = [f"{100 * a:.2f}" for a in result.ap[:, c]]
             pc.add_row(
-                name,
+                escape(name),
                 str(result.num_positives[c]),
                 str(result.num_predictions[c]),
                 *cells,
@@ -98,10 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = evaluate_detection(gt, preds, tiou)
             tables = detection_table(result, args.per_class)
     except (AnnotationError, ResultsError, ValueError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         return 2
     console.print(
-        f"{len(gt)} videos / {gt.num_instances} instances in subset {args.subset!r}; "
+        f"{len(gt)} videos / {gt.num_instances} instances in subset {escape(repr(args.subset))}; "
         f"{len(preds)} predictions on {len(preds.video_ids)} videos"
     )
     if not args.proposals and result.num_ignored:
@@ -119,12 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             **result.to_dict(),
         }
         atomic_write_json(args.report, report, indent=2)
-        console.print(f"report written to {args.report}")
+        console.print(f"report written to {escape(str(args.report))}")
     if args.plot:
         from tal.eval.plots import plot_ar_an, plot_per_class_ap
 
         (plot_ar_an if args.proposals else plot_per_class_ap)(result, args.plot)
-        console.print(f"plot written to {args.plot}")
+        console.print(f"plot written to {escape(str(args.plot))}")
     return 0
 
 

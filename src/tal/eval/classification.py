@@ -6,15 +6,14 @@ import torch
 from torch import Tensor
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from tal.data.annotations import AnnotationSet
-from tal.data.cleaning import video_label
+from tal.formats.annotations import AnnotationSet, video_label
 
-__all__ = ["video_labels", "topk_accuracy"]
+__all__ = ["video_label_ids", "topk_accuracy"]
 
 
-def video_labels(ground_truth: AnnotationSet) -> dict[str, int]:
-    """Label id of each video with instances: its most frequent instance label
-    (:func:`tal.data.cleaning.video_label` breaks ties)."""
+def video_label_ids(ground_truth: AnnotationSet) -> dict[str, int]:
+    """Label id of the video label of each video with instances (:func:`tal.formats.video_label`: the most
+    frequent instance label); videos without instances are left out."""
     return {
         video.video_id: ground_truth.label_id(video_label(video))
         for video in ground_truth

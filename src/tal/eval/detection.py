@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tal.data.annotations import AnnotationSet
-from tal.eval.io import Predictions, ResultsError
+from tal.formats.annotations import AnnotationSet
+from tal.formats.results import Predictions, ResultsError
 from tal.ops.segments import paired_segment_iou
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "resolve_tiou_thresholds",
     "interpolated_average_precision",
     "greedy_match",
+    "paired_tiou",
     "evaluate_detection",
 ]
 
@@ -95,7 +96,7 @@ def interpolated_average_precision(tp: np.ndarray, num_positives: int) -> np.nda
     return ap
 
 
-def _iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def paired_tiou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """tIoU of row-aligned ``a (K, 2)`` and ``b (K, 2)`` -> ``(K,)`` float64 (:func:`tal.ops.paired_segment_iou`)."""
     return paired_segment_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy()
 
@@ -148,7 +149,7 @@ def greedy_match(
     num_pred, num_thr = len(pred_block), len(tiou_thresholds)
     hit = np.zeros((num_pred, num_thr), dtype=bool)
     pair_pred, pair_gt = _block_pairs(pred_block, gt_block)
-    iou = _iou_pairs(pred_segments[pair_pred], gt_segments[pair_gt])
+    iou = paired_tiou(pred_segments[pair_pred], gt_segments[pair_gt])
     useful = iou >= tiou_thresholds.min()
     pair_pred, pair_gt, iou = pair_pred[useful], pair_gt[useful], iou[useful]
     if len(pair_pred) == 0:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tal.data.annotations import AnnotationSet
-from tal.eval.detection import _iou_pairs, resolve_tiou_thresholds
-from tal.eval.io import Predictions
+from tal.eval.detection import paired_tiou, resolve_tiou_thresholds
+from tal.formats.annotations import AnnotationSet
+from tal.formats.results import Predictions
 
 __all__ = ["ProposalResult", "evaluate_proposals"]
 
@@ -115,7 +115,7 @@ def evaluate_proposals(
     pair_gt = np.repeat(np.arange(len(gt_video)), counts)
     pair_rank = np.arange(len(pair_gt)) - np.repeat(np.cumsum(counts) - counts, counts)
     pair_prop = order[video_start[gt_video[pair_gt]] + pair_rank]
-    iou = _iou_pairs(proposals.segments_sec[pair_prop], gt_segments[pair_gt])
+    iou = paired_tiou(proposals.segments_sec[pair_prop], gt_segments[pair_gt])
 
     # first rank reaching each threshold, per ground truth: (G, T); "never" = a rank past any budget
     never = int(kept_per_video.max()) + 1

@@ -1,28 +1,133 @@
-"""Pieces every model family's LightningModule shares."""
+"""What every model family's LightningModule shares: the validation metric, and the one predictions path.
+
+A family subclasses :class:`TALModule`, sets :attr:`TALModule.result_kind` and implements
+:meth:`TALModule.predict_segments`; validation and prediction then work alike for all of them, on one process
+or many:
+
+* validation collects every video's rows in a :class:`~tal.eval.DetectionMAP` / :class:`~tal.eval.ProposalAR`
+  (gathered across processes, de-duplicated by ``video_idx``), logs ``val/<metric>`` and ``val/score``, and
+  rank zero writes ``{kind}_val.json`` and ``eval_val.json`` in the run folder;
+* prediction runs over each split of ``datamodule.predict_splits`` and rank zero writes
+  ``{kind}_{split}.json`` (through :mod:`tal.formats.results`), atomically, holding exactly that split's videos.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytorch_lightning as pl
-from torchmetrics import Metric
+import torch
+from torch import nn
 
+from tal.eval.metrics import DetectionMAP, ProposalAR, SegmentCollector
+from tal.formats.results import write_results
 from tal.utils.io import atomic_write_json
 
+#: the evaluation settings a module uses when none are given (``eval:`` block of ``conf/run.yaml``)
+DEFAULT_EVAL = {"tiou_thresholds": "anet", "max_avg_proposals": 100}
 
-def finish_validation(module: pl.LightningModule, metric: Metric, score_key: str, results_file: str) -> dict:
+#: one video's predictions: ``segments_sec (K, 2)`` float64, ``scores (K,)``, ``labels (K,)`` long or ``None``
+VideoRows = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
+
+
+def results_path(root: str | Path, kind: str, split: str) -> Path:
+    """Where a stage writes its ``kind`` (``detections``, ``proposals``, ``class_scores``) of ``split``."""
+    return Path(root) / f"{kind}_{split}.json"
+
+
+class TALModule(pl.LightningModule):
+    """Base of tal's LightningModules.
+
+    Subclasses set ``result_kind`` (``"detections"``: rows carry labels, scored by mAP; ``"proposals"``:
+    class-agnostic, scored by AR@AN / AUC) and implement :meth:`predict_segments`. ``self.hparams.eval`` (a
+    dict like :data:`DEFAULT_EVAL`; ``tal.run`` passes the ``eval:`` block of the config) sets the protocol.
+    """
+
+    result_kind = "detections"
+
+    def predict_segments(self, batch: dict) -> list[VideoRows]:
+        """Predictions of every video of ``batch``, in seconds, best first (see :data:`VideoRows`)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ settings
+    @property
+    def eval_settings(self) -> dict:
+        return {**DEFAULT_EVAL, **(self.hparams.get("eval") or {})}
+
+    @property
+    def score_key(self) -> str:
+        """The metric logged as ``val/score`` (what checkpoints monitor)."""
+        return "mAP" if self.result_kind == "detections" else "AUC"
+
+    def _label_names(self) -> list[str] | None:
+        return list(self.trainer.datamodule.label_names) if self.result_kind == "detections" else None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            return
+        if stage in ("fit", "validate"):
+            gt, ids = dm.ground_truth("val"), dm.video_ids("val")
+            ev = self.eval_settings
+            if self.result_kind == "detections":
+                self.val_metric = DetectionMAP(gt, ids, ev["tiou_thresholds"])
+            else:
+                self.val_metric = ProposalAR(gt, ids, ev["max_avg_proposals"])
+        if stage == "predict":
+            self.predict_splits = list(dm.predict_splits)
+            labels = self._label_names()
+            self.predict_collectors = nn.ModuleList(
+                [SegmentCollector(dm.video_ids(split), labels) for split in self.predict_splits]
+            )
+
+    # ------------------------------------------------------------------ validation
+    def update_val_metric(self, batch: dict, rows: list[VideoRows]) -> None:
+        _update(self.val_metric, batch, rows)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.update_val_metric(batch, self.predict_segments(batch))
+
+    def on_validation_epoch_end(self) -> None:
+        finish_validation(
+            self, self.val_metric, self.score_key, results_path("", self.result_kind, "val").name
+        )
+
+    # ------------------------------------------------------------------ prediction
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        _update(self.predict_collectors[dataloader_idx], batch, self.predict_segments(batch))
+
+    def on_predict_epoch_end(self) -> None:
+        root = Path(self.trainer.default_root_dir)
+        for split, collector in zip(self.predict_splits, self.predict_collectors):
+            predictions = collector.compute()  # every process takes part in the gather
+            if self.trainer.is_global_zero:
+                write_results(results_path(root, self.result_kind, split), predictions)
+            collector.reset()
+        self.trainer.strategy.barrier()  # no process reads the files before rank zero has written them
+
+
+def _update(collector: SegmentCollector, batch: dict, rows: list[VideoRows]) -> None:
+    segments, scores, labels = zip(*rows) if rows else ((), (), ())
+    has_labels = collector.with_labels
+    collector.update(batch["video_idx"], list(segments), list(scores), list(labels) if has_labels else None)
+
+
+def finish_validation(
+    module: pl.LightningModule, metric: SegmentCollector, score_key: str, results_file: str
+) -> dict:
     """End of a validation epoch: compute ``metric`` (synced, de-duplicated), log ``val/<name>`` for each value
     and ``val/score`` = ``score_key``, and on global rank zero write the gathered predictions to
     ``results_file`` and the numbers to ``eval_val.json`` in the run folder (atomically). Returns the numbers."""
     metrics = {k: float(v) for k, v in metric.compute().items()}
-    results = metric.results_dict()
+    predictions = metric.predictions
     metric.reset()
     module.log_dict({f"val/{k}": v for k, v in metrics.items()})
     module.log("val/score", metrics[score_key])
     trainer = module.trainer
     if trainer.is_global_zero and not trainer.sanity_checking:
         root = Path(trainer.default_root_dir)
-        atomic_write_json(root / results_file, results)
+        write_results(root / results_file, predictions)
         report = {"epoch": module.current_epoch, "step": module.global_step, **metrics}
         atomic_write_json(root / "eval_val.json", report, indent=2)
     return metrics

@@ -200,7 +200,6 @@ def _greedy_select(
 
 def segment_voting(
     kept_segments: Tensor,
-    kept_scores: Tensor,
     all_segments: Tensor,
     all_scores: Tensor,
     iou_threshold: float,
@@ -212,13 +211,12 @@ def segment_voting(
     possible when it is not among the candidates) is returned unchanged.
 
     Args:
-        kept_segments: ``(K, 2)``; kept_scores: ``(K,)`` (unused by the formula, kept for a uniform call).
+        kept_segments: ``(K, 2)``.
         all_segments: ``(N, 2)``; all_scores: ``(N,)`` candidates before NMS.
 
     Returns:
         ``(K, 2)`` refined segments.
     """
-    del kept_scores
     iou = segment_iou(kept_segments, all_segments)
     weights = torch.where(iou >= iou_threshold, iou * all_scores[None, :], torch.zeros_like(iou))
     total = weights.sum(dim=1, keepdim=True)

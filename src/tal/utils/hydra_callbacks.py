@@ -43,6 +43,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -51,11 +52,11 @@ class SweepSummary(Callback):
             return
         keys = sorted({k for r in rows for k in r} - {"job", "overrides"})
         keys = [k for k in keys if k.startswith("val/")] or keys
-        table = Table(title=f"sweep {sweep_dir}")
+        table = Table(title=escape(f"sweep {sweep_dir}"))
         for col in ["job", "overrides", *keys]:
-            table.add_column(col, justify="left" if col in ("job", "overrides") else "right")
+            table.add_column(escape(col), justify="left" if col in ("job", "overrides") else "right")
         for r in rows:
-            table.add_row(str(r["job"]), r["overrides"], *[_fmt(r.get(k)) for k in keys])
+            table.add_row(escape(str(r["job"])), escape(r["overrides"]), *[_fmt(r.get(k)) for k in keys])
         Console().print(table)
         atomic_write_json(sweep_dir / "sweep_summary.json", rows, indent=1)
         atomic_write_text(sweep_dir / "sweep_summary.md", sweep_markdown(rows, keys))

@@ -1,14 +1,13 @@
-"""ActionFormer as a LightningModule: training with focal + DIoU, validation mAP, detections files, prediction."""
+"""ActionFormer as a LightningModule: training with focal + DIoU; validation and prediction through
+:class:`tal.models.common.TALModule` (mAP, ``detections_{split}.json``)."""
 
 from __future__ import annotations
 
 import math
 
-import pytorch_lightning as pl
 import torch
 
-from tal.eval import DetectionMAP
-from tal.models.common import finish_validation
+from tal.models.common import TALModule
 
 from .losses import PositiveCountEMA, actionformer_loss
 from .network import ActionFormerNet
@@ -36,7 +35,7 @@ def weight_decay_groups(module: torch.nn.Module, weight_decay: float) -> list[di
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-class ActionFormerModule(pl.LightningModule):
+class ActionFormerModule(TALModule):
     """ActionFormer (Zhang et al. 2022) on batches of the tal contract (see ``CONTRIBUTING.md``).
 
     Args:
@@ -47,7 +46,8 @@ class ActionFormerModule(pl.LightningModule):
         center_radius: centre sampling radius in units of the level stride.
         postprocess: keyword arguments of :func:`detect_video` (score_threshold, pre_nms_topk, nms_sigma, ...).
         lr, weight_decay, warmup_epochs, min_lr_ratio: AdamW + linear warm-up + per-step cosine schedule.
-        tiou_thresholds: ``"anet"`` (0.5:0.05:0.95), ``"thumos"`` (0.3:0.1:0.7) or a list.
+        eval: evaluation settings (``tiou_thresholds``: ``"anet"`` (0.5:0.05:0.95), ``"thumos"`` (0.3:0.1:0.7) or
+            a list); ``tal.run`` passes the config's ``eval:`` block.
     """
 
     def __init__(
@@ -68,7 +68,7 @@ class ActionFormerModule(pl.LightningModule):
         weight_decay: float = 0.05,
         warmup_epochs: float = 5.0,
         min_lr_ratio: float = 0.0,
-        tiou_thresholds: str | list[float] = "anet",
+        eval: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -82,7 +82,6 @@ class ActionFormerModule(pl.LightningModule):
         self.regress_ranges = [tuple(r) for r in regress_ranges] if regress_ranges else DEFAULT_REGRESS_RANGES
         self.normalizer = PositiveCountEMA(normalizer_init, normalizer_momentum)
         self.postprocess = dict(postprocess or {})
-        self.label_names: list[str] = [str(i) for i in range(num_classes)]
 
     # ------------------------------------------------------------------ forward
     def forward(self, feats: torch.Tensor, mask: torch.Tensor):
@@ -142,7 +141,7 @@ class ActionFormerModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def detect(self, batch: dict) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def predict_segments(self, batch: dict) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Detections per video of a batch: ``(segments_sec (K, 2), scores (K,), labels (K,))``, best first."""
         return self.decode(self(batch["feats"], batch["mask"]), batch)
 
@@ -163,33 +162,3 @@ class ActionFormerModule(pl.LightningModule):
             )
             for b in range(len(masks[0]))
         ]
-
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is None:
-            return
-        self.label_names = list(dm.label_names)
-        if stage in ("fit", "validate"):
-            self.val_map = DetectionMAP(
-                dm.ground_truth("val"), dm.video_ids("val"), self.hparams.tiou_thresholds
-            )
-        if stage == "predict":
-            self.predict_video_ids = dm.video_ids("test")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        segments, scores, labels = zip(*self.detect(batch))
-        self.val_map.update(batch["video_idx"], list(segments), list(scores), list(labels))
-
-    def on_validation_epoch_end(self) -> None:
-        finish_validation(self, self.val_map, "mAP", "detections_val.json")
-
-    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, list[dict]]:
-        """``{video_id: [{"segment": [t_start_sec, t_end_sec], "label": name, "score": p}, ...]}`` (results
-        format of the ActivityNet evaluation; merge the dicts of all batches under ``"results"``)."""
-        out = {}
-        for idx, (segs, scores, labels) in zip(batch["video_idx"].tolist(), self.detect(batch)):
-            out[self.predict_video_ids[idx]] = [
-                {"segment": [s, e], "label": self.label_names[c], "score": p}
-                for (s, e), p, c in zip(segs.tolist(), scores.tolist(), labels.tolist())
-            ]
-        return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from tal.ops.segments import segment_voting, soft_nms
+from tal.ops.timeaxis import positions_to_sec
 
 
 def select_candidates(
@@ -58,9 +59,10 @@ def detect_video(
 
     Candidates of every level shorter than ``min_length`` positions are dropped, the rest go through Soft-NMS
     (per class unless ``class_agnostic``), optionally refined by segment voting against the candidates of the
-    same class (``voting_iou_threshold``, ActionFormer uses 0.7 on THUMOS14), then segments are converted with
-    ``t_sec = pos * sec_per_unit + offset_sec`` (float64) and clipped to ``[0, duration_sec]``; segments empty
-    after clipping are dropped. Returns segments_sec ``(K, 2)`` float64, scores ``(K,)``, labels ``(K,)``, best first.
+    same class (``voting_iou_threshold``, ActionFormer uses 0.7 on THUMOS14), then segments are converted to
+    seconds with :func:`tal.ops.timeaxis.positions_to_sec` (float64, clamped to ``[0, duration_sec]``); segments
+    empty after clipping are dropped. Returns segments_sec ``(K, 2)`` float64, scores ``(K,)``, labels ``(K,)``,
+    best first.
     """
     cands = [
         select_candidates(c, o, p, v, score_threshold, pre_nms_topk)
@@ -83,8 +85,7 @@ def detect_video(
     )
     if voting_iou_threshold:
         segments = vote_per_class(segments, labels, *cands_all, voting_iou_threshold, class_agnostic)
-    # float64: a float32 time rounds up past the duration (37.79 -> 37.790001) and loses ms on long videos
-    segments_sec = (segments.double() * sec_per_unit + offset_sec).clamp(min=0.0, max=duration_sec)
+    segments_sec = positions_to_sec(segments, sec_per_unit, offset_sec, duration_sec)
     nonempty = segments_sec[:, 1] > segments_sec[:, 0]
     return segments_sec[nonempty], scores[nonempty], labels[nonempty]
 
@@ -101,9 +102,9 @@ def vote_per_class(
     """:func:`tal.ops.segment_voting` of kept segments ``(K, 2)`` against the candidates ``(N, 2)`` of their own
     class (all candidates when ``class_agnostic``). Returns the refined ``(K, 2)``."""
     if class_agnostic:
-        return segment_voting(kept, None, candidates, cand_scores, iou_threshold)
+        return segment_voting(kept, candidates, cand_scores, iou_threshold)
     refined = kept.clone()
     for c in kept_labels.unique().tolist():
         k, n = kept_labels == c, cand_labels == c
-        refined[k] = segment_voting(kept[k], None, candidates[n], cand_scores[n], iou_threshold)
+        refined[k] = segment_voting(kept[k], candidates[n], cand_scores[n], iou_threshold)
     return refined

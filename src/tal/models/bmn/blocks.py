@@ -1,5 +1,5 @@
-"""Pre-processing blocks on the BMN base features: LGTE (TCANet) and GCNeXt with dilated temporal branches (G-TAD,
-seed 000). All take and return ``(B, C, T)``; ``mask (B, T)`` is True at valid positions."""
+"""Pre-processing blocks on the BMN base features: LGTE (TCANet) and GCNeXt (G-TAD) with the dilated temporal
+branches of the FineAction 2021 winning system. All take and return ``(B, C, T)``; ``mask (B, T)`` is True at valid positions."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""LightningModule for BMN on batches of the tal contract (resize regime: ``T == L``)."""
+"""LightningModule for BMN on batches of the tal contract (resize regime: ``T == L``); validation and prediction
+through :class:`tal.models.common.TALModule` (AR@AN / AUC, ``proposals_{split}.json``)."""
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import torch
 
-from tal.models.common import finish_validation
+from tal.models.common import TALModule
 
 from .losses import bmn_loss
 from .network import BMN
@@ -13,61 +13,49 @@ from .postprocess import bmn_proposals
 from .targets import bmn_targets, valid_map_mask
 
 
-class BMNModule(pl.LightningModule):
+class BMNModule(TALModule):
     """BMN (+ optional LGTE / dilated GCNeXt) proposal generator.
 
     Args:
         in_channels: feature channels (filled from the datamodule by ``tal.run`` when ``null``).
         L: grid length (features resized to ``L``); D: map durations, ``None`` = ``L // 2``.
-        lgte, gcnext, dilations, num_gcnext_blocks: pre-processing switches (seed 000's ablation).
-        hidden_dim, pem_dim, bm_dim: widths (BMN: 256, 128, 512; other widths break checkpoint compatibility).
+        network: keyword arguments of :class:`BMN`: the pre-processing switches ``lgte``, ``gcnext``,
+            ``dilations``, ``num_gcnext_blocks`` (the ablation of the FineAction 2021 winning system) and the
+            widths ``hidden_dim``, ``pem_dim``, ``bm_dim`` (BMN: 256, 128, 512), ``dropout``, ...
+        postprocess: keyword arguments of :func:`bmn_proposals` (``nms_sigma``, ``max_proposals``,
+            ``pre_nms_topk``).
         lr, weight_decay, lr_milestones, lr_gamma: AdamW with step decay (multiply by ``lr_gamma`` at each
             epoch in ``lr_milestones``).
         reg_weight: weight of the IoU regression loss; boundary_region: TEM boundary region width (cells).
-        nms_sigma, max_proposals, pre_nms_topk: post-processing.
+        eval: evaluation settings (``max_avg_proposals``); ``tal.run`` passes the config's ``eval:`` block.
     """
+
+    result_kind = "proposals"
 
     def __init__(
         self,
         in_channels: int,
         L: int = 100,
         D: int | None = None,
-        lgte: bool = False,
-        gcnext: bool = False,
-        dilations: list[int] | None = None,
-        num_gcnext_blocks: int = 1,
-        hidden_dim: int = 256,
-        pem_dim: int = 128,
-        bm_dim: int = 512,
-        dropout: float = 0.1,
+        network: dict | None = None,
+        postprocess: dict | None = None,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         lr_milestones: list[int] | None = None,
         lr_gamma: float = 0.1,
         reg_weight: float = 10.0,
         boundary_region: float = 3.0,
-        nms_sigma: float = 0.4,
-        max_proposals: int = 100,
-        pre_nms_topk: int = 3000,
+        eval: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.L = int(L)
         self.D = int(D) if D is not None else self.L // 2
-        self.net = BMN(
-            in_channels,
-            self.D,
-            hidden_dim=hidden_dim,
-            pem_dim=pem_dim,
-            bm_dim=bm_dim,
-            lgte=lgte,
-            gcnext=gcnext,
-            dilations=tuple(dilations or [1]),
-            num_gcnext_blocks=num_gcnext_blocks,
-            dropout=dropout,
-        )
-        self.val_ar = None
-        self.video_ids: dict[str, list[str]] = {}
+        net = dict(network or {})
+        if "dilations" in net:
+            net["dilations"] = tuple(net["dilations"] or [1])
+        self.net = BMN(in_channels, self.D, **net)
+        self.postprocess = dict(postprocess or {})
 
     def forward(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         return self.net(feats, mask)
@@ -103,52 +91,34 @@ class BMNModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # ------------------------------------------------------------------ inference
-    def propose(self, batch: dict, out: dict | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Proposals ``(segments_sec (K, 2), scores (K,))`` of each video of ``batch``."""
+    @torch.no_grad()
+    def predict_segments(
+        self, batch: dict, out: dict | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor, None]]:
+        """Proposals ``(segments_sec (K, 2), scores (K,), None)`` of each video of ``batch``, best first;
+        ``out`` reuses a forward pass already made on ``batch``."""
         if out is None:
             self._check_length(batch)
             out = self(batch["feats"], batch["mask"])
-        hp = self.hparams
         valid_len = batch["mask"].sum(1).tolist()
         return [
-            bmn_proposals(
-                out["start"][b],
-                out["end"][b],
-                out["conf_map"][b],
-                float(batch["sec_per_unit"][b]),
-                float(batch["offset_sec"][b]),
-                valid_len[b],
-                hp.nms_sigma,
-                hp.max_proposals,
-                hp.pre_nms_topk,
+            (
+                *bmn_proposals(
+                    out["start"][b],
+                    out["end"][b],
+                    out["conf_map"][b],
+                    float(batch["sec_per_unit"][b]),
+                    float(batch["offset_sec"][b]),
+                    float(batch["duration_sec"][b]),
+                    valid_len[b],
+                    **self.postprocess,
+                ),
+                None,
             )
             for b in range(len(valid_len))
         ]
 
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is None:
-            return
-        if stage in ("fit", "validate"):
-            from tal.eval import ProposalAR
-
-            self.val_ar = ProposalAR(dm.ground_truth("val"), dm.video_ids("val"), self.hparams.max_proposals)
-        if stage == "predict":
-            self.video_ids["predict"] = dm.video_ids("test")
-
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         out, losses = self._shared_step(batch)
         self.log("val/loss", losses["loss"], batch_size=batch["feats"].shape[0])
-        segments, scores = zip(*self.propose(batch, out))
-        self.val_ar.update(batch["video_idx"], list(segments), list(scores))
-
-    def on_validation_epoch_end(self) -> None:
-        finish_validation(self, self.val_ar, "AUC", "proposals_val.json")
-
-    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, list[dict]]:
-        """``{video_id: [{"segment": [t_start_sec, t_end_sec], "score": p}, ...]}`` (ActivityNet proposals)."""
-        ids = self.video_ids["predict"]
-        return {
-            ids[idx]: [{"segment": [s, e], "score": p} for (s, e), p in zip(segs.tolist(), scores.tolist())]
-            for idx, (segs, scores) in zip(batch["video_idx"].tolist(), self.propose(batch))
-        }
+        self.update_val_metric(batch, self.predict_segments(batch, out))

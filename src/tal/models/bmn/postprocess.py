@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from tal.ops import soft_nms
+from tal.ops.timeaxis import positions_to_sec
 
 
 def boundary_candidates(
@@ -65,16 +66,18 @@ def bmn_proposals(
     conf_map: torch.Tensor,
     sec_per_unit: float,
     offset_sec: float = 0.0,
+    duration_sec: float | None = None,
     valid_len: int | None = None,
     nms_sigma: float = 0.4,
     max_proposals: int = 100,
     pre_nms_topk: int = 3000,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Proposals of one video in seconds: candidates → best ``pre_nms_topk`` → Gaussian Soft-NMS → top
-    ``max_proposals``; ``t_sec = position * sec_per_unit + offset_sec``.
+    ``max_proposals``; positions become seconds with :func:`tal.ops.timeaxis.positions_to_sec` (float64,
+    clamped to ``[0, duration_sec]`` when given).
 
     Returns:
-        ``segments_sec (K, 2)`` and ``scores (K,)``, score descending.
+        ``segments_sec (K, 2)`` float64 and ``scores (K,)``, score descending.
     """
     segments, scores = bmn_candidates(start, end, conf_map, valid_len)
     if scores.numel() > pre_nms_topk:
@@ -89,4 +92,4 @@ def bmn_proposals(
         max_segments=max_proposals,
         class_agnostic=True,
     )
-    return segments * sec_per_unit + offset_sec, scores
+    return positions_to_sec(segments, sec_per_unit, offset_sec, duration_sec), scores

@@ -12,13 +12,28 @@ clear error when a file is none of them. Times are in seconds everywhere.
 
 from __future__ import annotations
 
-import json
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+
+from tal.formats._json import read_json
+
+__all__ = [
+    "AnnotationError",
+    "AnnotationSet",
+    "VideoAnnotation",
+    "copy_video",
+    "detect_format",
+    "load_annotations",
+    "load_ground_truth",
+    "read_label_file",
+    "video_label",
+    "video_labels",
+]
 
 
 class AnnotationError(ValueError):
@@ -35,7 +50,7 @@ class VideoAnnotation:
     segments_sec: np.ndarray
     labels: list[str]
     fps: float | None = None
-    num_frames: int | None = None
+    frame_count: int | None = None
 
     def __post_init__(self) -> None:
         self.segments_sec = np.asarray(self.segments_sec, dtype=np.float64).reshape(-1, 2)
@@ -110,8 +125,8 @@ class AnnotationSet:
         db = {}
         for v in self.videos.values():
             entry = {"subset": v.subset, "duration": v.duration_sec, "fps": v.fps}
-            if v.num_frames is not None:
-                entry["actual_frame_num"] = v.num_frames
+            if v.frame_count is not None:
+                entry["actual_frame_num"] = v.frame_count
             entry["annotations"] = [
                 {"label": lab, "segment": [float(s), float(e)], "label_id": self._label_index.get(lab, -1)}
                 for (s, e), lab in zip(v.segments_sec.tolist(), v.labels)
@@ -140,14 +155,17 @@ def read_label_file(path: str | os.PathLike) -> list[str]:
     """A category file: one name per line, or ``id name`` / ``id,name`` / ``id<TAB>name`` lines, or a JSON
     list / ``{name: id}`` mapping. Returns ``label_names`` ordered by id."""
     path = Path(path)
-    text = path.read_text()
     if path.suffix == ".json":
-        data = json.loads(text)
+        data = read_json(path, AnnotationError, "category file")
         if isinstance(data, list):
             return [str(x) for x in data]
         if isinstance(data, dict):
             return [name for name, _ in sorted(data.items(), key=lambda kv: int(kv[1]))]
         raise AnnotationError(f"{path}: category JSON must be a list or a name -> id mapping")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise AnnotationError(f"category file {path}: cannot read ({e})") from None
     pairs: list[tuple[int, str]] = []
     names: list[str] = []
     for line in (ln.strip() for ln in text.splitlines()):
@@ -175,12 +193,7 @@ def load_annotations(
     videos (the label map is still built from the whole file, so ids do not depend on the split).
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise AnnotationError(f"annotation file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise AnnotationError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path, AnnotationError, "annotation file")
     try:
         fmt = detect_format(data)
     except AnnotationError as e:
@@ -238,7 +251,7 @@ def _parse_video(path: Path, video_id: str, entry: object, ids_in_file: dict[str
         segments_sec=np.array(segments, dtype=np.float64).reshape(-1, 2),
         labels=labels,
         fps=float(fps) if fps is not None else None,
-        num_frames=int(frames) if frames is not None else None,
+        frame_count=int(frames) if frames is not None else None,
     )
 
 
@@ -257,3 +270,37 @@ def copy_video(v: VideoAnnotation, **changes) -> VideoAnnotation:
     changes.setdefault("segments_sec", v.segments_sec.copy())
     changes.setdefault("labels", list(v.labels))
     return replace(v, **changes)
+
+
+def load_ground_truth(path: str | os.PathLike, subset: str | None = "validation") -> AnnotationSet:
+    """Ground truth of one subset (``None``: all videos); an empty subset is an error listing the subsets."""
+    if subset is None:
+        return load_annotations(path)
+    everything = load_annotations(path)
+    gt = everything.subset(subset)
+    if len(gt) == 0:
+        raise AnnotationError(
+            f"{path}: no video in subset {subset!r}; subsets in the file: {everything.subsets()}"
+        )
+    return gt
+
+
+def video_label(video: VideoAnnotation) -> str | None:
+    """The video's label: its most frequent instance label; ties go to the label covering more seconds, then
+    the smaller name. ``None`` for a video without instances.
+
+    89% of FineAction videos carry a single label, so the two-stage system classifies whole videos and gives
+    every proposal of a video the video's classes.
+    """
+    if not video.labels:
+        return None
+    counts = Counter(video.labels)
+    seconds: Counter = Counter()
+    for (s, e), lab in zip(video.segments_sec.tolist(), video.labels):
+        seconds[lab] += e - s
+    return min(counts, key=lambda lab: (-counts[lab], -seconds[lab], lab))
+
+
+def video_labels(ann: AnnotationSet) -> dict[str, str | None]:
+    """``video_id -> video label name`` (see :func:`video_label`; ``None`` for a video without instances)."""
+    return {v.video_id: video_label(v) for v in ann}

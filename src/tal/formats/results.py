@@ -1,22 +1,27 @@
-"""Flat prediction sets and the official ActivityNet results JSON.
+"""Detections and proposals: flat prediction sets and the official ActivityNet results JSON.
 
 Results JSON: ``{"version", "external_data", "results": {video_id: [{"segment": [s, e], "label": name,
-"score": p}, ...]}}``; proposals are the same rows without ``label``. Times are seconds.
+"score": p}, ...]}}``; proposals are the same rows without ``label``. Times are seconds. Every stage of tal
+writes and reads these files through this module only (``{detections|proposals}_{split}.json``).
 """
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tal.data.annotations import AnnotationSet, load_annotations
+from tal.formats._json import read_json
 from tal.utils.io import atomic_write_json
 
-__all__ = ["Predictions", "ResultsError", "load_results", "write_results", "load_ground_truth"]
+__all__ = ["EXTERNAL_DATA", "VERSION", "Predictions", "ResultsError", "load_results", "write_results"]
+
+VERSION = "tal"
+#: what tal writes under ``external_data`` (the official format's field; tal's models use no external data)
+EXTERNAL_DATA = {"used": False, "details": ""}
 
 
 class ResultsError(ValueError):
@@ -80,21 +85,78 @@ class Predictions:
     def has_labels(self) -> bool:
         return self.label_idx is not None
 
-    def to_results(self, version: str = "tal", external_data: dict | None = None) -> dict:
-        """The official results JSON dict (rows grouped by video, input order kept within a video)."""
-        results: dict[str, list[dict]] = {}
+    @classmethod
+    def from_videos(
+        cls,
+        rows: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]],
+        label_names: Sequence[str] | None = None,
+    ) -> Predictions:
+        """Predictions from per-video arrays ``(video_id, segments_sec (K, 2), scores (K,), label_idx (K,) or
+        None)``; rows keep the given order. ``label_names`` is required when labels are given. A video with
+        ``K = 0`` is kept in ``video_ids`` (it has no rows)."""
+        video_ids, idx, segs, scores, labels = [], [], [], [], []
+        for vid, seg, score, lab in rows:
+            seg = np.asarray(seg, dtype=np.float64).reshape(-1, 2)
+            idx.append(np.full(len(seg), len(video_ids), dtype=np.int64))
+            video_ids.append(str(vid))
+            segs.append(seg)
+            scores.append(np.asarray(score, dtype=np.float64).reshape(-1))
+            if lab is not None:
+                labels.append(np.asarray(lab, dtype=np.int64).reshape(-1))
+        if labels and len(labels) != len(video_ids):
+            raise ResultsError(f"predictions: labels given for {len(labels)} of {len(video_ids)} videos")
+        return cls(
+            video_ids,
+            np.concatenate(idx) if idx else np.zeros(0, np.int64),
+            np.concatenate(segs) if segs else np.zeros((0, 2)),
+            np.concatenate(scores) if scores else np.zeros(0),
+            np.concatenate(labels) if labels else None,
+            list(label_names) if labels else None,
+        )
+
+    def per_video(self) -> Iterator[tuple[str, Predictions]]:
+        """``(video_id, that video's predictions)`` for every video in ``video_ids`` order (rows in file order;
+        a video without rows gives an empty set)."""
+        order = np.argsort(self.video_idx, kind="stable")
+        bounds = np.searchsorted(self.video_idx[order], np.arange(len(self.video_ids) + 1))
+        for v, vid in enumerate(self.video_ids):
+            yield (
+                vid,
+                self._take(order[bounds[v] : bounds[v + 1]], [vid], np.zeros(bounds[v + 1] - bounds[v])),
+            )
+
+    def for_videos(self, video_ids: Iterable[str]) -> Predictions:
+        """The rows of ``video_ids`` only, re-indexed over that list (in its order); a listed video without rows
+        is kept with none. Rows keep their relative order."""
+        wanted = [str(v) for v in video_ids]
+        new_index = {v: i for i, v in enumerate(wanted)}
+        old_to_new = np.array([new_index.get(v, -1) for v in self.video_ids], dtype=np.int64)
+        mapped = old_to_new[self.video_idx] if len(self) else np.zeros(0, np.int64)
+        rows = np.flatnonzero(mapped >= 0)
+        return self._take(rows, wanted, mapped[rows])
+
+    def _take(self, rows: np.ndarray, video_ids: list[str], video_idx: np.ndarray) -> Predictions:
+        return Predictions(
+            video_ids,
+            video_idx,
+            self.segments_sec[rows],
+            self.scores[rows],
+            None if self.label_idx is None else self.label_idx[rows],
+            self.label_names,
+        )
+
+    def to_results(self, version: str = VERSION) -> dict:
+        """The official results JSON dict (rows grouped by video, input order kept within a video; every video
+        of ``video_ids`` is listed, with ``[]`` when it has no rows)."""
+        results: dict[str, list[dict]] = {vid: [] for vid in self.video_ids}
         segs, scores = self.segments_sec.tolist(), self.scores.tolist()
         labels = None if self.label_idx is None else [self.label_names[i] for i in self.label_idx.tolist()]
         for row, v in enumerate(self.video_idx.tolist()):
             entry = {"segment": segs[row], "score": scores[row]}
             if labels is not None:
                 entry["label"] = labels[row]
-            results.setdefault(self.video_ids[v], []).append(entry)
-        return {
-            "version": version,
-            "external_data": external_data if external_data is not None else {"used": False, "details": ""},
-            "results": results,
-        }
+            results[self.video_ids[v]].append(entry)
+        return {"version": version, "external_data": dict(EXTERNAL_DATA), "results": results}
 
     @classmethod
     def from_results(cls, data: object, source: str = "results") -> Predictions:
@@ -140,27 +202,10 @@ class Predictions:
 
 def load_results(path: str | os.PathLike) -> Predictions:
     """Read an official results JSON file (detections or proposals)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ResultsError(f"results file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise ResultsError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path, ResultsError, "results file")
     return Predictions.from_results(data, source=str(path))
 
 
-def write_results(path: str | os.PathLike, predictions: Predictions, version: str = "tal") -> Path:
+def write_results(path: str | os.PathLike, predictions: Predictions, version: str = VERSION) -> Path:
     """Write ``predictions`` as an official results JSON file, atomically."""
     return atomic_write_json(path, predictions.to_results(version=version))
-
-
-def load_ground_truth(path: str | os.PathLike, subset: str | None = "validation") -> AnnotationSet:
-    """Ground truth of one subset (``None``: all videos); an empty subset is an error listing the subsets."""
-    if subset is None:
-        return load_annotations(path)
-    gt = load_annotations(path, subsets=[subset])
-    if len(gt) == 0:
-        subsets = load_annotations(path).subsets()
-        raise ResultsError(f"{path}: no video in subset {subset!r}; subsets in the file: {subsets}")
-    return gt

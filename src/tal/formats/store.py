@@ -1,32 +1,57 @@
-"""Feature stores: one ``(T, C)`` array per video, read lazily.
+"""Feature stores: one ``(T, C)`` array per video, read lazily, written atomically, described by a manifest.
 
 A store is a folder of ``<video_id>.npy | .npz | .pt`` files or one HDF5 file keyed by video id. Several stores
-are concatenated on the channel axis by :class:`ConcatStore` (I3D + SlowFast in seed 004), the shorter sequence
-linearly resampled to the longer one's length.
+are concatenated on the channel axis by :class:`ConcatStore` (e.g. I3D + SlowFast, as the ActionFormer entries
+to FineAction do), the shorter sequence linearly resampled to the longer one's length.
+
+A folder store may hold ``manifest.json`` (:class:`StoreManifest`): how the features were made (backbone,
+weights file, width, snippet geometry) and each video's length and fps. ``tal.features`` writes it; readers
+use it to know the width before opening any file.
 """
 
 from __future__ import annotations
 
+import io
 import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+from tal.formats._json import read_json
+from tal.utils.io import atomic_write_bytes, atomic_write_json
+
+__all__ = [
+    "FEATURE_SUFFIXES",
+    "MANIFEST_NAME",
+    "ConcatStore",
+    "FeatureError",
+    "FeatureStore",
+    "StoreManifest",
+    "check_video_id",
+    "read_manifest",
+    "resize_features",
+    "write_features",
+    "write_manifest",
+]
 
 FEATURE_SUFFIXES = (".npy", ".npz", ".pt")
+MANIFEST_NAME = "manifest.json"
 
 
 class FeatureError(ValueError):
     """A feature file is missing, unreadable or invalid; the message names the file and the video."""
 
 
-def resize_features(x: np.ndarray | torch.Tensor, length: int) -> torch.Tensor:
-    """Linear resize along time: ``(T, C) -> (length, C)`` float32.
+def resize_features(x, length: int):
+    """Linear resize along time: ``(T, C) -> (length, C)`` float32 ``torch.Tensor``.
 
     ``align_corners=False``: the T input cells and the ``length`` output cells both tile the same time span, so
     output cell ``j`` reads input position ``(j + 0.5) * T / length - 0.5``. Identity when ``T == length``.
     """
+    import torch
+    import torch.nn.functional as F
+
     x = torch.as_tensor(x, dtype=torch.float32)
     if x.shape[0] == length:
         return x
@@ -142,6 +167,8 @@ class FeatureStore:
                         raise FeatureError(f"{path}: npz with arrays {z.files}; name one 'feats'")
                     key = z.files[0]
                 return z[key]
+        import torch
+
         obj = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(obj, dict):
             obj = next((obj[k] for k in ("feats", "features") if k in obj), None)
@@ -179,3 +206,70 @@ class ConcatStore:
         length = max(p.shape[0] for p in parts)
         parts = [p if p.shape[0] == length else resize_features(p, length).numpy() for p in parts]
         return np.concatenate(parts, axis=1)
+
+
+@dataclass
+class StoreManifest:
+    """How a feature store was made, and each video's length: ``manifest.json`` in the store folder.
+
+    Attributes:
+        backbone: the model that embedded the snippets (e.g. ``timm:resnet18``, ``torchvision:r3d_18``).
+        weights: the weights file it loaded (``None``: randomly initialised).
+        width: ``C``, channels of every array.
+        feat_stride: frames between consecutive snippets (the frame interval).
+        snippet_frames: frames each snippet looks at (the clip length).
+        videos: ``video_id -> {"T": positions, "fps": frames per second, "frame_count": decoded frames}``.
+        extra: anything else the writer records (input size, normalisation, library versions).
+    """
+
+    backbone: str | None = None
+    weights: str | None = None
+    width: int | None = None
+    feat_stride: float | None = None
+    snippet_frames: float | None = None
+    videos: dict[str, dict] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    def same_recipe(self, other: StoreManifest) -> bool:
+        """True when ``other`` describes features made the same way (everything but ``videos``)."""
+        keys = ("backbone", "weights", "width", "feat_stride", "snippet_frames", "extra")
+        return all(getattr(self, k) == getattr(other, k) for k in keys)
+
+
+def _manifest_path(store_path: str | os.PathLike) -> Path:
+    path = Path(store_path)
+    return path / MANIFEST_NAME if path.suffix not in (".h5", ".hdf5") else path.with_suffix(".manifest.json")
+
+
+def read_manifest(store_path: str | os.PathLike) -> StoreManifest | None:
+    """The manifest of the store at ``store_path`` (``manifest.json`` inside a folder, ``<name>.manifest.json``
+    beside an HDF5 file), or ``None`` when it has none."""
+    path = _manifest_path(store_path)
+    if not path.is_file():
+        return None
+    data = read_json(path, FeatureError, "feature store manifest")
+    known = set(StoreManifest.__dataclass_fields__)
+    if not isinstance(data, dict) or not set(data) <= known:
+        raise FeatureError(f"{path}: a manifest is a mapping with keys among {sorted(known)}")
+    return StoreManifest(**data)
+
+
+def write_manifest(store_path: str | os.PathLike, manifest: StoreManifest) -> Path:
+    """Write ``manifest`` beside the store, atomically."""
+    return atomic_write_json(_manifest_path(store_path), asdict(manifest), indent=1)
+
+
+def write_features(root: str | os.PathLike, video_id: str, x) -> Path:
+    """Write one video's ``(T, C)`` features as ``root/<video_id>.npy``, atomically: a reader, or a run killed
+    mid-write, never sees a half-written file. Floating arrays keep their dtype (float16 halves the disk),
+    others become float32."""
+    root = Path(root)
+    check_video_id(video_id, root)
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise FeatureError(f"video {video_id!r}: features to write must be (T, C) with T > 0, got {x.shape}")
+    buf = io.BytesIO()
+    np.save(buf, x, allow_pickle=False)
+    return atomic_write_bytes(root / f"{video_id}.npy", buf.getvalue())

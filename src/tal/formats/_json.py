@@ -1,0 +1,25 @@
+"""The one JSON reader of the formats: every failure becomes the format's own error naming the file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def read_json(path: str | os.PathLike, error_cls: type[Exception], what: str = "file") -> object:
+    """Parse the JSON file ``path``; a missing file, a folder, undecodable bytes or invalid JSON raise
+    ``error_cls`` with a message that names ``path`` (``what`` says which kind of file it is meant to be)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise error_cls(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise error_cls(f"{path}: is a folder, expected a {what} (JSON)") from None
+    except UnicodeDecodeError as e:
+        raise error_cls(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise error_cls(f"{path}: not valid JSON ({e})") from None
+    except OSError as e:
+        raise error_cls(f"{path}: cannot read ({e.strerror or e})") from None
