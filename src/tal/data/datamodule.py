@@ -11,7 +11,7 @@ from rich.markup import escape
 from torch.utils.data import DataLoader
 
 from tal.data import cleaning
-from tal.data.datasets import FeatureDataset, collate_batch
+from tal.data.datasets import REGIMES, FeatureDataset, collate_batch
 from tal.formats.annotations import AnnotationSet, load_annotations, video_labels
 from tal.formats.store import ConcatStore, FeatureError
 
@@ -69,8 +69,8 @@ class TALDataModule(pl.LightningDataModule):
         super().__init__()
         if on_bad_feature not in ("error", "skip"):
             raise ValueError(f"data.on_bad_feature must be 'error' or 'skip', got {on_bad_feature!r}")
-        if regime not in ("resize", "native"):
-            raise ValueError(f"data.regime must be 'resize' or 'native', got {regime!r}")
+        if regime not in REGIMES:
+            raise ValueError(f"data.regime must be one of {REGIMES}, got {regime!r}")
         self.annotation_file = annotation_file
         self.feature_dirs = list(feature_dirs or [])
         self.label_file = label_file
@@ -242,7 +242,7 @@ class TALDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, training: bool | None = None) -> DataLoader:
         train = split == "train" if training is None else training
-        native = self.regime == "native"
+        native = self.regime == "native"  # resize: all L long; cap: padded to the batch's longest
         pad_to, pad_multiple = (self.max_seq_len, self.pad_multiple) if native else (None, 1)
         return DataLoader(
             self.dataset(split, train),

@@ -3,6 +3,8 @@
 * ``resize``: features of a clip linearly resized to ``L`` grid cells spanning the clip (BMN, dense branch).
 * ``native``: features at their own rate (one per ``feat_stride`` frames); during training a random crop of
   ``crop_ratio`` (e.g. 90–100%) of the sequence and at most ``max_seq_len`` positions; padded by the collate.
+* ``cap``: whole videos at their own rate, linearly resized to ``max_seq_len`` only when longer (the cascade
+  refiner's 1000); feature ``i`` still sits at position ``i``; padded by the collate to the batch's longest.
 
 Every item follows the batch contract of ``CONTRIBUTING.md``: ground truth in positions of the returned time
 axis, and ``t_sec = position * sec_per_unit + offset_sec`` to map predictions back to seconds.
@@ -20,6 +22,8 @@ from tal.data.cleaning import Clip
 from tal.formats.annotations import AnnotationSet
 from tal.formats.store import ConcatStore, resize_features
 from tal.ops.timeaxis import grid_axis, sec_to_positions, snippet_axis
+
+REGIMES = ("resize", "native", "cap")
 
 
 def truncate_segments(
@@ -42,9 +46,10 @@ class FeatureDataset(Dataset):
         store: features; ``store.load(video_id) -> (T, C)``.
         clips: the items; ``clip.video_id`` must be in ``video_ids``.
         video_ids: the split's ordered video ids; ``video_idx`` of an item is the position of its video here.
-        regime: ``"resize"`` or ``"native"``.
+        regime: ``"resize"``, ``"native"`` or ``"cap"``.
         L: grid length of the resize regime.
-        max_seq_len: longest native sequence at training (longer ones are randomly cropped).
+        max_seq_len: longest native sequence at training (longer ones are randomly cropped); in the ``cap``
+            regime the length longer videos are resized to.
         crop_ratio: ``(lo, hi)`` random crop of the native sequence at training, or ``None``.
         feat_stride, snippet_frames, fps: snippet geometry (:func:`tal.ops.timeaxis.snippet_axis`);
             ``fps=None`` takes each video's own fps.
@@ -69,8 +74,8 @@ class FeatureDataset(Dataset):
         cache: bool = True,
         seed: int = 0,
     ):
-        if regime not in ("resize", "native"):
-            raise ValueError(f"regime must be 'resize' or 'native', got {regime!r}")
+        if regime not in REGIMES:
+            raise ValueError(f"regime must be one of {REGIMES}, got {regime!r}")
         self.ann, self.store, self.clips = ann, store, clips
         self.video_idx = {v: i for i, v in enumerate(video_ids)}
         self.regime, self.L, self.max_seq_len = regime, int(L), int(max_seq_len)
@@ -102,7 +107,9 @@ class FeatureDataset(Dataset):
             fps = self.fps or video.fps
             if not fps:
                 raise ValueError(f"video {clip.video_id!r} has no fps in the annotations; set data.fps")
-            item = self._native_item(x, fps, clip, video.segments_sec, ids)
+            item = (self._cap_item if self.regime == "cap" else self._native_item)(
+                x, fps, clip, video.segments_sec, ids
+            )
         item["video_idx"] = self.video_idx[clip.video_id]
         item["duration_sec"] = video.duration_sec
         return item
@@ -146,6 +153,29 @@ class FeatureDataset(Dataset):
             "labels": torch.as_tensor(ids[keep], dtype=torch.long),
             "sec_per_unit": sec_per_unit,
             "offset_sec": offset_sec + lo * sec_per_unit,
+        }
+
+    def _cap_item(self, x, fps, clip: Clip, segments_sec, ids) -> dict:
+        """The clip at its own rate, resized to ``max_seq_len`` positions only when longer. The resized axis
+        keeps "feature ``j`` sits at position ``j``": with ``r = T / max_seq_len`` (``align_corners=False``),
+        feature ``j`` stands where input feature ``(j + 0.5) r - 0.5`` stood."""
+        sec_per_unit, offset_sec = snippet_axis(fps, self.feat_stride, self.snippet_frames)
+        lo = max(0, int(math.floor((clip.t_start_sec - offset_sec) / sec_per_unit)))
+        hi = min(x.shape[0], max(lo + 1, int(math.ceil((clip.t_end_sec - offset_sec) / sec_per_unit)) + 1))
+        x, offset_sec = x[lo:hi], offset_sec + lo * sec_per_unit
+        if x.shape[0] > self.max_seq_len:
+            r = x.shape[0] / self.max_seq_len
+            x = resize_features(x, self.max_seq_len)
+            sec_per_unit, offset_sec = sec_per_unit * r, offset_sec + sec_per_unit * (0.5 * r - 0.5)
+        T = x.shape[0]
+        segs, keep = truncate_segments(sec_to_positions(segments_sec, sec_per_unit, offset_sec), 0, T)
+        return {
+            "feats": torch.as_tensor(x, dtype=torch.float32).T.contiguous(),
+            "mask": torch.ones(T, dtype=torch.bool),
+            "segments": torch.as_tensor(segs, dtype=torch.float32).reshape(-1, 2),
+            "labels": torch.as_tensor(ids[keep], dtype=torch.long),
+            "sec_per_unit": sec_per_unit,
+            "offset_sec": offset_sec,
         }
 
     def _random_window(self, lo: int, hi: int, segs_idx: np.ndarray, tries: int = 10) -> tuple[int, int]:

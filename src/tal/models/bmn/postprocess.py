@@ -68,13 +68,14 @@ def bmn_proposals(
     offset_sec: float = 0.0,
     duration_sec: float | None = None,
     valid_len: int | None = None,
-    nms_sigma: float = 0.4,
+    nms_sigma: float | None = 0.4,
     max_proposals: int = 100,
     pre_nms_topk: int = 3000,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Proposals of one video in seconds: candidates → best ``pre_nms_topk`` → Gaussian Soft-NMS → top
     ``max_proposals``; positions become seconds with :func:`tal.ops.timeaxis.positions_to_sec` (float64,
-    clamped to ``[0, duration_sec]`` when given).
+    clamped to ``[0, duration_sec]`` when given). ``nms_sigma=None`` skips the Soft-NMS: the best
+    ``max_proposals`` candidates by score (the dense input of the cascade refiner, which applies its own NMS).
 
     Returns:
         ``segments_sec (K, 2)`` float64 and ``scores (K,)``, score descending.
@@ -83,6 +84,10 @@ def bmn_proposals(
     if scores.numel() > pre_nms_topk:
         scores, order = scores.topk(pre_nms_topk)
         segments = segments[order]
+    if nms_sigma is None:
+        scores, order = scores.sort(descending=True, stable=True)
+        segments, scores = segments[order[:max_proposals]], scores[:max_proposals]
+        return positions_to_sec(segments, sec_per_unit, offset_sec, duration_sec), scores
     segments, scores, _ = soft_nms(
         segments,
         scores,
