@@ -95,6 +95,25 @@ def test_one_grid_sample_per_stage_over_the_whole_batch(monkeypatch):
         assert grid_shape == (B, K, 32, 2)
 
 
+def test_a_video_refines_alike_alone_or_padded_in_a_batch():
+    torch.manual_seed(0)
+    C, K = 5, 6
+    net = CascadeRefiner(C, num_stages=3, hidden_dim=8, num_start=8, num_action=16, num_end=8, pool=4).eval()
+    short, long = torch.randn(C, 30), torch.randn(C, 50)
+    props = torch.sort(torch.rand(2, K, 2) * 28, dim=-1).values
+    bounds = torch.tensor([[-0.5, 29.5], [-0.5, 49.5]])
+    feats = torch.zeros(2, C, 50)
+    feats[0, :, :30], feats[1] = short, long
+    mask = torch.zeros(2, 50, dtype=torch.bool)
+    mask[0, :30], mask[1] = True, True
+    with torch.no_grad():
+        batched = net(feats, mask, props, bounds)
+        alone = net(short[None], torch.ones(1, 30, dtype=torch.bool), props[:1], bounds[:1])
+    for b, a in zip(batched, alone):
+        for key in ("boundary", "segment", "iou_logit", "refined"):
+            torch.testing.assert_close(b[key][:1], a[key], atol=1e-5, rtol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------ targets
 def test_targets_by_hand_and_decoding_inverts_them():
     p, g = torch.tensor([[10.0, 20.0]]), torch.tensor([[12.0, 24.0]])

@@ -51,9 +51,8 @@ class RefineStage(nn.Module):
         self.counts, self.pool = counts, pool
         self.bins = tuple(n // pool for n in counts)
         h = hidden_dim
-        self.base = nn.Sequential(
-            nn.Conv1d(in_channels, h, 3, padding=1), nn.ReLU(), nn.Conv1d(h, h, 3, padding=1), nn.ReLU()
-        )
+        self.conv1 = nn.Conv1d(in_channels, h, 3, padding=1)
+        self.conv2 = nn.Conv1d(h, h, 3, padding=1)
         self.start_enc = nn.Linear(h * self.bins[0], h)
         self.end_enc = nn.Linear(h * self.bins[2], h)
         self.boundary_head = nn.Sequential(
@@ -71,7 +70,9 @@ class RefineStage(nn.Module):
     def forward(self, feats: Tensor, mask: Tensor, proposals: Tensor) -> dict[str, Tensor]:
         """``feats (B, C, T)``, ``mask (B, T)`` bool, ``proposals (B, K, 2)`` in positions ->
         ``boundary (B, K, 2)``, ``segment (B, K, 2)``, ``iou_logit (B, K)``."""
-        x = self.base(feats) * mask[:, None, :].to(feats.dtype)  # zero past each video
+        m = mask[:, None, :].to(feats.dtype)  # zero past each video after every conv: a video's outputs do
+        x = torch.relu(self.conv1(feats * m)) * m  # not depend on how far its batch is padded
+        x = torch.relu(self.conv2(x)) * m
         samples = sampling.sample_regions(x, proposals, *self.counts)  # (B, H, K, N)
         B, H, K, N = samples.shape
         bins = samples.view(B, H, K, N // self.pool, self.pool).mean(-1).permute(0, 2, 1, 3)  # (B, K, H, n)
