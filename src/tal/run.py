@@ -9,6 +9,7 @@ From a notebook::
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tal.models.common import results_path
+from tal.models.common import EVAL_REPORT, results_path
 from tal.utils.io import atomic_write_json
 
 
@@ -147,6 +148,9 @@ def train(cfg: DictConfig) -> RunResult:
     if cfg.get("validate", True):
         results = trainer.validate(model, datamodule=dm, ckpt_path=eval_ckpt, verbose=False)
         metrics = _scalars(results[0] if results else trainer.callback_metrics)
+        # the exact (float64) numbers of that validation; Lightning's logged copies are float32
+        report = json.loads((out_dir / EVAL_REPORT).read_text())
+        metrics.update({k: v for k, v in report.items() if k.startswith("val") and isinstance(v, float)})
     paths = {"config": str(out_dir / "config.yaml"), "metrics": str(out_dir / "metrics.json")}
     if cfg.get("validate", True):
         paths[f"{model.result_kind}_val"] = str(results_path(out_dir, model.result_kind, "val"))

@@ -143,6 +143,7 @@ class TALDataModule(pl.LightningDataModule):
         ann_file, feature_dirs = self._sources()
         ann = load_annotations(ann_file, label_file=self.label_file)
         self.label_names = list(ann.label_names)
+        self._as_read = ann
         self.store = ConcatStore.from_paths(feature_dirs)
         ann, _ = cleaning.clean_segments(ann, self.clip_tolerance_sec, self.report)
         ann = self._check_features(ann)
@@ -158,6 +159,12 @@ class TALDataModule(pl.LightningDataModule):
                     f"{ann_file}: no videos in subset {names} for the {split} split "
                     f"(subsets in the file: {ann.subsets()}); set data.{split}_subset"
                 )
+        val_instances = self.eval_ground_truth("val").num_instances
+        if val_instances == 0:
+            raise ValueError(
+                f"{ann_file}: the validation split (subset {self.subsets['val']!r}) has no action instance, so "
+                "no validation number would mean anything; set data.val_subset to a subset with instances"
+            )
         if self.verbose:
             Console().print(self.report.table(f"data cleaning of {ann_file}"))
 
@@ -196,9 +203,17 @@ class TALDataModule(pl.LightningDataModule):
         return len(self.label_names)
 
     def ground_truth(self, split: str) -> AnnotationSet:
-        """The cleaned ground truth of ``split`` (``train``, ``val`` or ``test``): what evaluation uses."""
+        """The cleaned ground truth of ``split`` (``train``, ``val`` or ``test``): what training targets use, and
+        what ``video_ids(split)`` lists."""
         self.setup()
         return self._splits[split]
+
+    def eval_ground_truth(self, split: str) -> AnnotationSet:
+        """The ground truth of ``split`` exactly as the evaluator reads it from the annotation file (no cleaning,
+        every video of the subsets): what in-run metrics score against, so they equal ``python -m tal.eval``."""
+        self.setup()
+        subset = self.subsets[split]
+        return self._as_read.subset(*([subset] if isinstance(subset, str) else subset))
 
     def video_ids(self, split: str) -> list[str]:
         """The ordered ids of ``split``; a batch's ``video_idx`` indexes this list."""

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: building millions of small, acyclic JSON objects otherwise triggers
+    it again and again (json.loads of a 40 MB FineAction-sized results file: 0.28 s instead of 0.73 s)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def read_json(path: str | os.PathLike, error_cls: type[Exception], what: str = "file") -> object:
@@ -12,7 +28,8 @@ def read_json(path: str | os.PathLike, error_cls: type[Exception], what: str = "
     ``error_cls`` with a message that names ``path`` (``what`` says which kind of file it is meant to be)."""
     path = Path(path)
     try:
-        return json.loads(path.read_bytes())
+        with gc_paused():
+            return json.loads(path.read_bytes())
     except FileNotFoundError:
         raise error_cls(f"{what} not found: {path}") from None
     except IsADirectoryError:
