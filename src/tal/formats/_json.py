@@ -23,13 +23,27 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def read_json(path: str | os.PathLike, error_cls: type[Exception], what: str = "file") -> object:
+def read_json(
+    path: str | os.PathLike, error_cls: type[Exception], what: str = "file", unique_keys: bool = False
+) -> object:
     """Parse the JSON file ``path``; a missing file, a folder, undecodable bytes or invalid JSON raise
-    ``error_cls`` with a message that names ``path`` (``what`` says which kind of file it is meant to be)."""
+    ``error_cls`` with a message that names ``path`` (``what`` says which kind of file it is meant to be).
+    ``unique_keys``: a key repeated within one object is an error too (plain JSON keeps the last silently)."""
     path = Path(path)
+
+    def unique(pairs: list) -> dict:
+        out = dict(pairs)
+        if len(out) != len(pairs):
+            seen: set = set()
+            dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+            raise error_cls(
+                f"{path}: key {dup!r} appears twice in one JSON object (the second would hide the first)"
+            )
+        return out
+
     try:
         with gc_paused():
-            return json.loads(path.read_bytes())
+            return json.loads(path.read_bytes(), object_pairs_hook=unique if unique_keys else None)
     except FileNotFoundError:
         raise error_cls(f"{what} not found: {path}") from None
     except IsADirectoryError:

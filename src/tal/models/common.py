@@ -15,8 +15,10 @@ or many:
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -43,6 +45,34 @@ VideoRows = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
 
 #: the numbers of the last validation, in float64, with the checks (written by rank zero in the run folder)
 EVAL_REPORT = "eval_val.json"
+
+
+def rng_states() -> dict:
+    """The global random states of torch, numpy and Python, as tensors and plain numbers (so the checkpoint
+    still loads with ``torch.load(weights_only=True)``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "gauss": gauss,
+        },
+        "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
+    }
+
+
+def set_rng_states(states: dict) -> None:
+    """Restore what :func:`rng_states` saved."""
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    py = states["python"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
 
 
 def results_path(root: str | Path, kind: str, split: str) -> Path:
@@ -76,6 +106,16 @@ class TALModule(pl.LightningModule):
 
     def _label_names(self) -> list[str] | None:
         return list(self.trainer.datamodule.label_names) if self.result_kind == "detections" else None
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Save the random states (torch, numpy, python), so a resumed run shuffles, crops and drops out
+        exactly as the uninterrupted run would have from this point."""
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rng_states" in checkpoint and self._trainer is not None and self.trainer.state.fn == "fit":
+            set_rng_states(checkpoint["rng_states"])
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
