@@ -188,21 +188,11 @@ def detect(
         raise DetectError(f"no video of {videos} could be decoded: {skipped}")
 
     # 2. the videos as a prediction split of the run's data config
-    ann = AnnotationSet(
-        {
-            vid: VideoAnnotation(
-                vid,
-                "detect",
-                info[vid]["frame_count"] / info[vid]["fps"],
-                [],
-                [],
-                fps=info[vid]["fps"],
-                frame_count=info[vid]["frame_count"],
-            )
-            for vid in sorted(ids)
-        },
-        label_names,
-    )
+    def video(vid: str) -> VideoAnnotation:  # no instances; duration and rate as decoded
+        n, fps = info[vid]["frame_count"], info[vid]["fps"]
+        return VideoAnnotation(vid, "detect", n / fps, [], [], fps=fps, frame_count=n)
+
+    ann = AnnotationSet({vid: video(vid) for vid in sorted(ids)}, label_names)
     atomic_write_json(out_dir / "videos.json", ann.to_database(), indent=1)
     atomic_write_json(out_dir / "labels.json", label_names)
     dm = instantiate(

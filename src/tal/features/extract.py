@@ -391,15 +391,12 @@ class ExtractionModule(pl.LightningModule):
     ):
         super().__init__()
         self.backbone = backbone
-        self.out_dir, self.recipe, self.out_dtype, self.verbose = (
-            Path(out_dir),
-            recipe,
-            np.dtype(dtype),
-            verbose,
-        )
+        self.out_dir = Path(out_dir)
+        self.recipe, self.digest = recipe, recipe_hash(recipe)
         self.todo, self.already_done = list(todo), list(already_done)
-        self.digest = recipe_hash(recipe)
-        self._pending: dict[str, list[np.ndarray]] = {}
+        self.out_dtype = np.dtype(dtype)  # (LightningModule owns `dtype`)
+        self.verbose = verbose
+        self._pending: dict[str, list[np.ndarray]] = {}  # video_id -> embedded batches (B, C) so far
         self.report: dict | None = None
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
@@ -426,7 +423,7 @@ class ExtractionModule(pl.LightningModule):
             parts.append(self(batch["frames"]).float().cpu().numpy())
         if not batch["last"]:
             return len(batch["frames"])
-        x = np.concatenate(self._pending.pop(vid), axis=0) if parts else np.zeros((0, self.recipe.width))
+        x = np.concatenate(self._pending.pop(vid), axis=0)  # T >= 1: the stream never ends a video empty
         if x.shape[0] != batch["T"]:
             raise RuntimeError(f"video {vid}: embedded {x.shape[0]} snippets, expected {batch['T']}")
         write_features(self.out_dir, vid, x.astype(self.out_dtype))
