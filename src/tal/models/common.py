@@ -137,6 +137,12 @@ class TALModule(pl.LightningModule):
                 [SegmentCollector(dm.video_ids(split), labels) for split in self.predict_splits]
             )
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep the class names with the weights, so a checkpoint alone names its detections (``tal.detect``)."""
+        names = getattr(getattr(self._trainer, "datamodule", None), "label_names", None)
+        if names:
+            checkpoint["label_names"] = list(names)
+
     # ------------------------------------------------------------------ validation
     def update_val_metric(self, batch: dict, rows: list[VideoRows]) -> None:
         _update(self.val_metric, batch, rows)
