@@ -166,8 +166,8 @@ class TALDataModule(pl.LightningDataModule):
                     f"(subsets in the file: {ann.subsets()}); set data.{split}_subset"
                 )
         self._check_plausibility(ann)
-        val_instances = self.eval_ground_truth("val").num_instances
-        if val_instances == 0:
+        fitting = stage in (None, "fit", "validate")  # predicting alone (tal.detect) needs no ground truth
+        if fitting and self.eval_ground_truth("val").num_instances == 0:
             raise ValueError(
                 f"{ann_file}: the validation split (subset {self.subsets['val']!r}) has no action instance, so "
                 "no validation number would mean anything; set data.val_subset to a subset with instances"

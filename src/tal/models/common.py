@@ -110,8 +110,12 @@ class TALModule(pl.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Save the random states (torch, numpy, python), so a resumed run shuffles, crops and drops out
-        exactly as the uninterrupted run would have from this point."""
+        exactly as the uninterrupted run would have from this point; and the class names with the weights, so a
+        checkpoint alone names its detections (``tal.detect``). A family overriding this calls ``super()``."""
         checkpoint["rng_states"] = rng_states()
+        names = getattr(getattr(self._trainer, "datamodule", None), "label_names", None)
+        if names:
+            checkpoint["label_names"] = list(names)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "rng_states" in checkpoint and self._trainer is not None and self.trainer.state.fn == "fit":
@@ -136,12 +140,6 @@ class TALModule(pl.LightningModule):
             self.predict_collectors = nn.ModuleList(
                 [SegmentCollector(dm.video_ids(split), labels) for split in self.predict_splits]
             )
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Keep the class names with the weights, so a checkpoint alone names its detections (``tal.detect``)."""
-        names = getattr(getattr(self._trainer, "datamodule", None), "label_names", None)
-        if names:
-            checkpoint["label_names"] = list(names)
 
     # ------------------------------------------------------------------ validation
     def update_val_metric(self, batch: dict, rows: list[VideoRows]) -> None:
