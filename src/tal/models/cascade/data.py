@@ -136,7 +136,9 @@ class CascadeDataModule(TALDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
-        for split in ("train", "val"):  # fail before training, not after the first epoch
+        # fail before training, not after the first epoch; predicting alone needs only its splits' files
+        needed = {"fit": ("train", "val"), None: ("train", "val"), "validate": ("val",)}.get(stage, ())
+        for split in needed:
             self.proposals_file(split)
 
     def input_proposals(self, split: str) -> dict[str, VideoInputs]:
