@@ -105,22 +105,22 @@ def test_padding_does_not_change_valid_outputs():
 def test_make_points():
     points = make_points([4, 2], [1, 2])
     want = torch.tensor(
-        [[0, 0, 4, 1], [1, 0, 4, 1], [2, 0, 4, 1], [3, 0, 4, 1], [0, 8, 16, 2], [2, 8, 16, 2]],
+        [[0, 0, 4, 1], [1, 0, 4, 1], [2, 0, 4, 1], [3, 0, 4, 1], [0, 4, 8, 2], [2, 4, 8, 2]],
         dtype=torch.float32,
     )
-    assert torch.equal(points, want)
-    assert math.isinf(make_points([1] * 6, [2**l for l in range(6)])[-1, 2])
+    assert torch.equal(points, want)  # ranges in input positions, as ActionFormer's configs: not times the stride
+    assert make_points([1] * 6, [2**l for l in range(6)])[-1, 1:].tolist() == [64, 10000, 32]
 
 
 def test_assign_targets_hand_computed():
-    """Levels of 8, 4, 2 points (strides 1, 2, 4), ranges [0,2), [2,4), [4,inf) strides; radius 1.5.
+    """Levels of 8, 4, 2 points (strides 1, 2, 4), ranges [0,2], [4,8], [16,inf] positions; radius 1.5.
 
     A [1, 3] (label 0): level 0 point 2 only (distances 1, 1).
     B [0.5, 6.5] (label 1), D [0, 7] (label 2), level 1 (positions 0, 2, 4, 6, range [4, 8)):
       pos 2: B (1.5, 4.5) and D (2, 5) qualify -> B, the shorter, wins;  pos 4: B reach 3.5 fails, D (4, 3);
       pos 6: B (5.5, 0.5) and D (6, 1) -> B.   Level 0: B/D centre regions hold points 3, 4 with reach >= 2.
     """
-    points = make_points([8, 4, 2], [1, 2, 4], [(0, 2), (2, 4), (4, math.inf)])
+    points = make_points([8, 4, 2], [1, 2, 4], [(0, 2), (4, 8), (16, math.inf)])
     segments = torch.tensor([[1.0, 3.0], [0.5, 6.5], [0.0, 7.0]])
     cls, reg = assign_targets(points, segments, torch.tensor([0, 1, 2]), num_classes=3, center_radius=1.5)
     want_cls = torch.zeros(14, 3)
@@ -133,6 +133,21 @@ def test_assign_targets_hand_computed():
     torch.testing.assert_close(reg, want_reg)
 
 
+def test_assign_targets_ranges_in_positions_both_ends_inclusive():
+    """Strides 1, 2 with ranges [0,4], [4,8] positions; S = [2, 8] (centre 5), radius 1.5.
+
+    Level 0 (centre region (3.5, 6.5)): points 4, 5, 6 with larger distances 4, 3, 4 (4 = hi: inside).
+    Level 1 (centre region (2, 8)): points 4, 6 with larger distance 4 (= lo: inside), targets / 2.
+    With the ranges times the stride (level 1 owning [8, 16]) level 1 would hold no positive point.
+    """
+    points = make_points([16, 8], [1, 2], [(0, 4), (4, 8)])
+    cls, reg = assign_targets(points, torch.tensor([[2.0, 8.0]]), torch.tensor([0]), num_classes=1)
+    assert cls[:, 0].nonzero().flatten().tolist() == [4, 5, 6, 16 + 2, 16 + 3]
+    torch.testing.assert_close(
+        reg[cls[:, 0] > 0], torch.tensor([[2.0, 4.0], [3.0, 3.0], [4.0, 2.0], [1.0, 2.0], [2.0, 1.0]])
+    )
+
+
 def test_assign_targets_two_labels_and_no_centre_sampling():
     points = make_points([8], [1], [(0, math.inf)])
     segments = torch.tensor([[2.0, 6.0], [2.0, 6.0]])  # one instance annotated with two classes
@@ -141,6 +156,11 @@ def test_assign_targets_two_labels_and_no_centre_sampling():
     assert torch.equal(cls[:, 0], cls[:, 2]) and cls[:, 1].sum() == 0
     cls, reg = assign_targets(points, segments, torch.tensor([0, 2]), num_classes=3, center_radius=0)
     assert cls[:, 0].nonzero().flatten().tolist() == [3, 4, 5]  # strictly inside (2, 6)
+    # lengths within 1e-3 of the shortest tie (ActionFormer's tolerance): both labels; the first one's target
+    segments = torch.tensor([[2.0, 6.0005], [2.0, 6.0]])
+    cls, reg = assign_targets(points, segments, torch.tensor([0, 2]), num_classes=3, center_radius=1.5)
+    assert cls[:, 0].nonzero().flatten().tolist() == [3, 4, 5] and torch.equal(cls[:, 0], cls[:, 2])
+    torch.testing.assert_close(reg[4], torch.tensor([2.0, 2.0]))
     cls, reg = assign_targets(points, torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), num_classes=3)
     assert cls.sum() == 0 and reg.sum() == 0
 

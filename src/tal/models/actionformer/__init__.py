@@ -2,6 +2,7 @@
 
 from .blocks import (
     LayerNorm1d,
+    LayerScale1d,
     LocalSelfAttention,
     MaskedConv1d,
     Scale,
@@ -22,6 +23,7 @@ __all__ = [
     "ActionFormerNet",
     "ConvHead",
     "LayerNorm1d",
+    "LayerScale1d",
     "LocalSelfAttention",
     "MaskedConv1d",
     "PositiveCountEMA",
