@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from tal.formats.annotations import load_annotations
 from tal.models.actionformer import (
+    DEFAULT_REGRESS_RANGES,
     ActionFormerNet,
     PositiveCountEMA,
     actionformer_loss,
@@ -22,6 +25,7 @@ from tal.models.actionformer import (
     warmup_cosine_factor,
     weight_decay_groups,
 )
+from tal.ops.timeaxis import sec_to_positions, snippet_axis
 
 
 def loop_window_mask(length: int, window_size: int) -> torch.Tensor:
@@ -108,7 +112,9 @@ def test_make_points():
         [[0, 0, 4, 1], [1, 0, 4, 1], [2, 0, 4, 1], [3, 0, 4, 1], [0, 4, 8, 2], [2, 4, 8, 2]],
         dtype=torch.float32,
     )
-    assert torch.equal(points, want)  # ranges in input positions, as ActionFormer's configs: not times the stride
+    assert torch.equal(
+        points, want
+    )  # ranges in input positions, as ActionFormer's configs: not times the stride
     assert make_points([1] * 6, [2**l for l in range(6)])[-1, 1:].tolist() == [64, 10000, 32]
 
 
@@ -270,3 +276,36 @@ def test_spawn_safe_ema_pickles_and_matches_torch_ema():
     got = cb._kwargs["avg_fn"](ema, cur, torch.tensor(1))
     torch.testing.assert_close(got, get_ema_avg_fn(0.9)(ema, cur, torch.tensor(1)))
     torch.testing.assert_close(got, torch.tensor([1.2, 1.6]))
+
+
+THUMOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "thumos14.json"
+
+
+@pytest.mark.skipif(not THUMOS.exists(), reason="../shared/data/thumos14.json not present")
+def test_thumos14_training_instances_own_a_positive_point():
+    """On the real THUMOS14 Validation timing at stride 16 (16-frame snippets, 30 fps), whole videos: at least
+    99% of the instances own a positive point (with the ranges times the stride, only 84% did)."""
+    ann = load_annotations(THUMOS).subset("Validation")
+    strides = [2**l for l in range(6)]
+    sec_per_unit, offset_sec = snippet_axis(30.0, 16, 16)
+    covered = {"positions": 0, "times stride": 0}
+    ranges = {
+        "positions": DEFAULT_REGRESS_RANGES,
+        "times stride": [(lo * s, hi * s) for (lo, hi), s in zip(DEFAULT_REGRESS_RANGES, strides)],
+    }
+    for v in ann:
+        T = int((v.duration_sec * 30 - 16) // 16) + 1
+        lengths = [math.ceil(T / 32) * 32 // s for s in strides]
+        valid = torch.cat([torch.arange(n) * s < T for n, s in zip(lengths, strides)])
+        segs = torch.as_tensor(
+            sec_to_positions(v.segments_sec, sec_per_unit, offset_sec), dtype=torch.float32
+        )
+        for name, rr in ranges.items():
+            # one class per instance, so the class targets say which instances own each point
+            cls, _ = assign_targets(
+                make_points(lengths, strides, rr), segs, torch.arange(len(segs)), len(segs)
+            )
+            covered[name] += int((cls[valid] > 0).any(0).sum())
+    assert ann.num_instances == 3007
+    assert covered["positions"] / ann.num_instances >= 0.99
+    assert covered["times stride"] / ann.num_instances < 0.85
