@@ -193,6 +193,27 @@ _KEY_MAP = [
 ]
 
 
+def key_map(official_state: dict, tal_net: torch.nn.Module) -> dict[str, str]:
+    """``{official key: tal key}`` for every tensor of an official state dict (see :func:`to_tal_state_dict`)."""
+    target = tal_net.state_dict()
+    out = {}
+    for key in official_state:
+        for pattern, repl in _KEY_MAP:
+            if re.fullmatch(pattern, key.removeprefix("module.")):
+                out[key] = re.sub(pattern, repl, key.removeprefix("module."))
+                break
+        else:
+            raise KeyError(f"official parameter {key!r} has no counterpart in tal's ActionFormerNet")
+        if out[key] not in target:
+            raise KeyError(f"official {key!r} -> {out[key]!r}: not a key of tal's ActionFormerNet")
+    if len(set(out.values())) != len(out) or set(out.values()) != set(target):
+        missing = sorted(set(target) - set(out.values()))
+        raise KeyError(
+            f"official and tal parameters do not map one to one (tal without counterpart: {missing[:5]})"
+        )
+    return out
+
+
 def to_tal_state_dict(official_state: dict, tal_net: torch.nn.Module) -> dict:
     """Map an official ``LocPointTransformer`` state dict onto tal's :class:`ActionFormerNet` ``tal_net``
     (same sizes, ``separate_qkv_convs=True``, LayerScale on): every official tensor reshaped to tal's shape
@@ -200,22 +221,11 @@ def to_tal_state_dict(official_state: dict, tal_net: torch.nn.Module) -> dict:
     used exactly once, or this raises."""
     target = tal_net.state_dict()
     out = {}
-    for key, value in official_state.items():
-        key = key.removeprefix("module.")
-        for pattern, repl in _KEY_MAP:
-            if re.fullmatch(pattern, key):
-                name = re.sub(pattern, repl, key)
-                break
-        else:
-            raise KeyError(f"official parameter {key!r} has no counterpart in tal's ActionFormerNet")
-        if name not in target or name in out:
-            raise KeyError(f"official {key!r} -> tal {name!r}: not a tal key, or mapped twice")
+    for key, name in key_map(official_state, tal_net).items():
+        value = official_state[key]
         if math.prod(value.shape) != math.prod(target[name].shape):
             raise ValueError(
                 f"official {key!r} {tuple(value.shape)} vs tal {name!r} {tuple(target[name].shape)}"
             )
         out[name] = value.detach().reshape(target[name].shape).clone()
-    missing = sorted(set(target) - set(out))
-    if missing:
-        raise KeyError(f"tal parameters without an official counterpart: {missing[:5]}")
     return out

@@ -40,6 +40,8 @@ from tal.models.actionformer import (  # noqa: E402
     assign_targets,
     detect_video,
     make_points,
+    warmup_cosine_factor,
+    weight_decay_groups,
 )
 from tal.models.actionformer.postprocess import select_candidates  # noqa: E402
 from tal.ops.timeaxis import sec_to_positions, snippet_axis  # noqa: E402
@@ -355,6 +357,97 @@ def check_postprocess(off, cfg, items: dict, rep: Report, weights: dict | None, 
     )
 
 
+def check_end_to_end(off, cfg, items: dict, rep: Report, weights: dict, gt_file: Path) -> None:
+    """Trained official weights on every test video: the official inference (its forward on the input padded to
+    576, its post-processing) and tal's (tal's forward on the unpadded input, ``detect_video``), both scored
+    with the same ``tal.eval`` call."""
+    model = official.build_model(off, cfg)
+    model.load_state_dict(weights)
+    model.eval()
+    net = tal_net_from(model)
+    rows = {"official": [], "tal": []}
+    for it in items.values():
+        with torch.no_grad():
+            (theirs,) = model(
+                [it]
+            )  # the official eval path: preprocessing, network, inference, postprocessing
+            x = it["feats"][None]
+            cls, offs, masks = net(x, torch.ones(1, x.shape[-1], dtype=torch.bool))
+        points = make_points([c.shape[1] for c in cls], net.strides, DEFAULT_REGRESS_RANGES)
+        sec_per_unit, offset_sec = snippet_axis(it["fps"], it["feat_stride"], it["feat_num_frames"])
+        ours = detect_video(
+            [c[0] for c in cls],
+            [o[0] for o in offs],
+            list(points.split([c.shape[1] for c in cls])),
+            [m[0] for m in masks],
+            sec_per_unit,
+            offset_sec,
+            it["duration"],
+            **TAL_POST,
+        )
+        rows["official"].append((it["video_id"], theirs["segments"], theirs["scores"], theirs["labels"]))
+        rows["tal"].append((it["video_id"], *ours))
+    gt = load_ground_truth(gt_file, subset=TEST_SUBSET)
+    label_names = load_annotations(gt_file).label_names
+    maps = {}
+    for side, rs in rows.items():
+        ids = [r[0] for r in rs]
+        preds = Predictions(
+            video_ids=ids,
+            video_idx=np.concatenate([np.full(len(r[2]), i) for i, r in enumerate(rs)]),
+            segments_sec=torch.cat([r[1].double() for r in rs]).numpy(),
+            scores=torch.cat([r[2].double() for r in rs]).numpy(),
+            label_idx=torch.cat([r[3] for r in rs]).numpy(),
+            label_names=label_names,
+        )
+        maps[side] = evaluate_detection(gt, preds, "thumos").average_map
+        rep.note(
+            "end to end",
+            f"average mAP, {side} inference of the trained official weights",
+            f"{100 * maps[side]:.2f}",
+        )
+    rep.check(
+        "end to end", "|difference| in average mAP points", 100 * abs(maps["official"] - maps["tal"]), 0.1
+    )
+
+
+def check_optimizer(off, cfg, rep: Report) -> None:
+    """AdamW parameter groups (weight decay or not) and the learning rate of every step of the budget."""
+    model = official.build_model(off, cfg)
+    net = tal_net_from(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    mapped = official.key_map(model.state_dict(), net)
+    theirs = [
+        {mapped[names[id(p)]] for p in g["params"]}
+        for g in off.utils.make_optimizer(model, cfg["opt"]).param_groups
+    ]
+    tal_names = {id(p): n for n, p in net.named_parameters()}
+    ours = [
+        {tal_names[id(p)] for p in g["params"]} for g in weight_decay_groups(net, cfg["opt"]["weight_decay"])
+    ]
+    rep.check(
+        "optimizer",
+        f"AdamW groups: parameters decayed differently (of {len(tal_names)})",
+        len(theirs[0] ^ ours[0]) + len(theirs[1] ^ ours[1]),
+        0,
+    )
+    steps_per_epoch = 100  # 200 training videos, batch 2
+    opt = off.utils.make_optimizer(model, cfg["opt"])
+    sched = off.utils.make_scheduler(opt, cfg["opt"], steps_per_epoch)
+    base = cfg["opt"]["learning_rate"]
+    warmup = cfg["opt"]["warmup_epochs"] * steps_per_epoch
+    total = (cfg["opt"]["epochs"] + cfg["opt"]["warmup_epochs"]) * steps_per_epoch
+    worst = 0.0
+    for step in range(total):
+        ours_lr = base * warmup_cosine_factor(step, warmup, total)
+        worst = max(worst, abs(opt.param_groups[0]["lr"] - ours_lr) / base)
+        opt.step()
+        sched.step()
+    rep.check(
+        "optimizer", f"learning rate of each of the {total} steps, |difference| / base lr", worst, 2.5e-3
+    )
+
+
 def cmd_units(args) -> int:
     off = official.load(args.official)
     cfg = official.config(off, args.data)
@@ -366,13 +459,26 @@ def cmd_units(args) -> int:
     t0 = time.perf_counter()
     train_items = official_items(off, cfg, subset_training=True)
     test_items = official_items(off, cfg, subset_training=False)
-    check_points(off, cfg, rep)
-    check_targets(off, cfg, train_items, ann, rep)
-    check_losses(off, cfg, train_items, rep)
-    check_postprocess(off, cfg, test_items, rep, weights, args.max_videos)
-    check_forward(off, cfg, test_items, rep, None)
+    parts = [
+        ("points", check_points, (off, cfg, rep)),
+        ("targets", check_targets, (off, cfg, train_items, ann, rep)),
+        ("losses", check_losses, (off, cfg, train_items, rep)),
+        ("optimizer", check_optimizer, (off, cfg, rep)),
+        ("post-processing", check_postprocess, (off, cfg, test_items, rep, None, args.max_videos)),
+        ("forward", check_forward, (off, cfg, test_items, rep, None)),
+    ]
     if weights is not None:
-        check_forward(off, cfg, test_items, rep, weights)
+        parts.append(
+            ("post-processing", check_postprocess, (off, cfg, test_items, rep, weights, args.max_videos))
+        )
+        parts.append(("forward", check_forward, (off, cfg, test_items, rep, weights)))
+        gt_file = Path(args.data) / "annotations_gt.json"
+        parts.append(("end to end", check_end_to_end, (off, cfg, test_items, rep, weights, gt_file)))
+    for part, check, check_args in parts:
+        try:
+            check(*check_args)
+        except Exception as e:  # a part that cannot even run (e.g. modules that do not map) is a failed part
+            rep.rows.append((part, f"error: {type(e).__name__}: {e}", "", "", False))
     print(rep.table())
     print(
         f"\n{len(rep.rows)} checks in {time.perf_counter() - t0:.0f} s; {'FAILED' if rep.failed else 'all equal'}"
