@@ -104,6 +104,45 @@ def build_model(off: SimpleNamespace, cfg: dict) -> torch.nn.Module:
     return off.modeling.make_meta_arch(cfg["model_name"], **cfg["model"])
 
 
+class _PaddingAwareMaxPool(torch.nn.Module):
+    """A ``MaxPool1d`` that ignores padded positions (all-zero columns), as tal's pooled skip does."""
+
+    def __init__(self, pool: torch.nn.MaxPool1d):
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padded = (x == 0).all(dim=1, keepdim=True)
+        out = self.pool(x.masked_fill(padded, float("-inf")))
+        return out.masked_fill(torch.isinf(out), 0.0)
+
+
+def use_tal_padding(off: SimpleNamespace, model: torch.nn.Module):
+    """A harness variant, not the official behaviour: make the official network read padding as tal does, to
+    measure what that difference costs. Officially a LayerNorm at a padded position outputs its bias, which the
+    next conv / depthwise conv / attention reads at the last valid positions, and the pooled skip of a
+    down-sampling block compares the last valid value with a padded 0. Here every LayerNorm outputs 0 on an
+    all-zero (padded) column and the pooled skip ignores padded columns. Patches the official ``LayerNorm``
+    class and the pooled skips of ``model``; returns a function that undoes both."""
+    ln = off.modeling.blocks.LayerNorm
+    forward = ln.forward
+
+    def masked_forward(self, x):
+        return forward(self, x) * (x != 0).any(dim=1, keepdim=True).to(x.dtype)
+
+    ln.forward = masked_forward
+    pools = [m for m in model.modules() if isinstance(getattr(m, "pool_skip", None), torch.nn.MaxPool1d)]
+    for m in pools:
+        m.pool_skip = _PaddingAwareMaxPool(m.pool_skip)
+
+    def undo() -> None:
+        ln.forward = forward
+        for m in pools:
+            m.pool_skip = m.pool_skip.pool
+
+    return undo
+
+
 def dataset(off: SimpleNamespace, cfg: dict, training: bool):
     split = cfg["train_split"] if training else cfg["val_split"]
     return off.datasets.make_dataset(cfg["dataset_name"], training, split, **cfg["dataset"])
@@ -116,16 +155,18 @@ def _no_cuda_sync() -> None:
         torch.cuda.synchronize = lambda *args, **kwargs: None
 
 
-def train(off: SimpleNamespace, cfg: dict, print_freq: int = 50):
+def train(off: SimpleNamespace, cfg: dict, print_freq: int = 50, tal_padding: bool = False):
     """Train as the official ``train.py`` does (seeds, data loader, AdamW groups, warm-up + cosine per step,
     EMA, gradient clipping, ``train_one_epoch``), on CPU and without ``DataParallel`` (a no-op wrapper without
-    a GPU). Returns ``(model, model_ema, label_names)``."""
+    a GPU); ``tal_padding``: the :func:`use_tal_padding` variant. Returns ``(model, model_ema, label_names)``."""
     _no_cuda_sync()
     rng = off.utils.fix_random_seed(cfg["init_rand_seed"], include_cuda=True)
     train_set = dataset(off, cfg, training=True)
     cfg["model"]["train_cfg"]["head_empty_cls"] = train_set.get_attributes()["empty_label_ids"]
     loader = off.datasets.make_data_loader(train_set, True, rng, **cfg["loader"])
     model = build_model(off, cfg)
+    if tal_padding:
+        use_tal_padding(off, model)
     optimizer = off.utils.make_optimizer(model, cfg["opt"])
     scheduler = off.utils.make_scheduler(optimizer, cfg["opt"], len(loader))
     model_ema = off.utils.ModelEma(model)

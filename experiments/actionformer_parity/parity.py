@@ -214,6 +214,7 @@ def check_forward(off, cfg, items: dict, rep: Report, weights: dict | None) -> N
     rep.check("forward", f"offsets, 2 x 576 unpadded, {what}", max(map(max_abs, oo, ot)), 1e-4)
     # (b) real videos padded as the official inference pads them (to 576): equal away from the padding
     interior = boundary = 0.0
+    padded_cases = []
     margin = 32  # positions from the last valid one that the official padding reaches (see README), any level
     for it in list(items.values())[:24]:
         x = it["feats"]
@@ -227,6 +228,7 @@ def check_forward(off, cfg, items: dict, rep: Report, weights: dict | None) -> N
         with torch.no_grad():
             co, _, mo = official_outputs(model, feats, mask)
             ct, _, _ = net(x[None], torch.ones(1, T, dtype=torch.bool))
+        padded_cases.append((feats, mask, ct))
         for l, (a, b) in enumerate(zip(co, ct)):
             n = int(mo[l][0].sum())
             inner = max(0, n - margin)
@@ -237,6 +239,20 @@ def check_forward(off, cfg, items: dict, rep: Report, weights: dict | None) -> N
         "forward",
         f"cls logits near the padding (official reads padded LayerNorm biases), {what}",
         f"{boundary:.3g}",
+    )
+    # the harness's variant of the official network that reads padding as tal does: equal there too
+    undo = official.use_tal_padding(off, model)
+    worst = 0.0
+    for x, mask, ct in padded_cases:
+        with torch.no_grad():
+            co, _, mo = official_outputs(model, x, mask)
+        worst = max(
+            worst,
+            max(max_abs(a[0, : int(m[0].sum())], b[0, : int(m[0].sum())]) for a, b, m in zip(co, ct, mo)),
+        )
+    undo()
+    rep.check(
+        "forward", f"cls logits of padded videos, official with tal's padding (variant), {what}", worst, 1e-4
     )
 
 
@@ -527,7 +543,7 @@ def cmd_train_official(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    model, model_ema, label_names = official.train(off, cfg)
+    model, model_ema, label_names = official.train(off, cfg, tal_padding=args.tal_padding)
     train_sec = time.perf_counter() - t0
     torch.save(model_ema.module.state_dict(), out / "official_ema.pt")
     res = official.predict(off, cfg, model_ema.module)
@@ -548,6 +564,40 @@ def cmd_train_official(args) -> int:
         )
     )
     print(f"wrote {out / 'detections_val.json'} ({len(preds)} detections); training took {train_sec:.0f} s")
+    return 0
+
+
+def use_official_truncation() -> None:
+    """A harness variant, not tal's behaviour: tal's training crops truncated as the official ``truncate_feats``
+    does, to measure what that difference costs. Officially a segment is kept when at least half of it lies in
+    the window widened by the snippet half-offset (0.5 positions here) on both sides, and clipped to that widened
+    window; and up to 200 windows are drawn to find one holding an instance (tal: the window itself, 10 draws).
+    Patches :mod:`tal.data.datasets` for this process."""
+    from tal.data import datasets
+
+    truncate = datasets.truncate_segments
+    half = 0.5 * SNIPPET_FRAMES / FEAT_STRIDE
+
+    def widened(segments, start, end, min_inside=0.5):
+        return truncate(segments, start - half, end + half, min_inside)
+
+    random_window = datasets.FeatureDataset._random_window
+
+    def more_draws(self, lo, hi, segs_idx, tries=200):
+        return random_window(self, lo, hi, segs_idx, tries)
+
+    datasets.truncate_segments = widened
+    datasets.FeatureDataset._random_window = more_draws
+
+
+def cmd_train_tal(args) -> int:
+    """``tal.run`` with its overrides, under a harness variant (``--official-truncation``)."""
+    from tal.run import compose, train
+
+    if args.official_truncation:
+        use_official_truncation()
+    result = train(compose([*args.overrides, f"paths.output_dir={Path(args.out).resolve()}"]))
+    print(f"val/mAP {result.metrics.get('val/mAP')}; outputs in {result.output_dir}")
     return 0
 
 
@@ -594,7 +644,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--epochs", type=int, help="epochs after warm-up (budget: 30)")
     p.add_argument("--warmup-epochs", type=int, help="warm-up epochs (budget: 5)")
+    p.add_argument(
+        "--tal-padding", action="store_true", help="variant: the official network reads padding as tal does"
+    )
     p.set_defaults(func=cmd_train_official)
+    p = sub.add_parser("train-tal", help="train tal (tal.run overrides) under a harness variant")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument(
+        "--official-truncation",
+        action="store_true",
+        help="variant: crops truncated as the official code does",
+    )
+    p.add_argument("overrides", nargs="*", help="tal.run overrides, e.g. experiment=... seed=1")
+    p.set_defaults(func=cmd_train_tal)
     p = sub.add_parser("score", help="score results files / run folders with tal.eval (tIoU 0.3:0.1:0.7)")
     p.add_argument("--data", required=True)
     p.add_argument("--subset", default=TEST_SUBSET)
