@@ -309,3 +309,55 @@ def test_thumos14_training_instances_own_a_positive_point():
     assert ann.num_instances == 3007
     assert covered["positions"] / ann.num_instances >= 0.99
     assert covered["times stride"] / ann.num_instances < 0.85
+
+
+@pytest.mark.parametrize("revive", [False, True])
+def test_dead_offset_channel_trains_only_with_the_pass_through_gradient(revive):
+    """The offset head's last conv reads ReLU features (>= 0): with its right-offset weights and bias negative, that
+    channel is 0 at every point, as the official code's seed 2 starts. A plain ReLU gives it no gradient, so it stays
+    0 for good; the pass-through gradient (same outputs) pushes it up, since every target offset is positive."""
+    torch.manual_seed(0)
+    net = ActionFormerNet(
+        8,
+        2,
+        embed_dim=16,
+        head_dim=16,
+        num_heads=2,
+        window_size=5,
+        num_levels=3,
+        path_drop=0.0,
+        revive_offsets=revive,
+    )
+    with torch.no_grad():
+        net.reg_head.out.weight[1] = -net.reg_head.out.weight[1].abs()
+        net.reg_head.out.bias[1] = -0.5
+    feats, mask = torch.randn(2, 8, 64), torch.ones(2, 64, dtype=torch.bool)
+    segments, labels = (
+        [torch.tensor([[10.0, 30.0]]), torch.tensor([[20.0, 52.0]])],
+        [torch.tensor([0]), torch.tensor([1])],
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for step in range(40):
+        cls, offsets, masks = net(feats, mask)
+        points = make_points([c.shape[1] for c in cls], net.strides, [(0, 4), (4, 8), (8, 10000)])
+        cls_t, reg_t = (
+            torch.stack(t) for t in zip(*(assign_targets(points, s, l, 2) for s, l in zip(segments, labels)))
+        )
+        valid = torch.cat(masks, 1)
+        loss = actionformer_loss(
+            torch.cat(cls, 1), torch.cat(offsets, 1), valid, cls_t, reg_t, normalizer=10.0
+        )
+        opt.zero_grad()
+        loss["loss"].backward()
+        if step == 0:
+            grad = net.reg_head.out.weight.grad[1].abs().sum()
+            assert (grad > 0) == revive
+            right_at_start = torch.cat(offsets, 1)[..., 1].detach()
+            assert right_at_start.abs().sum() == 0  # dead at the start either way (same forward)
+        opt.step()
+    positive = (cls_t.sum(-1) > 0) & valid
+    right = torch.cat(offsets, 1)[..., 1][positive].detach()
+    if revive:
+        assert (right > 0).float().mean() > 0.9 and loss["reg_loss"] < 0.5
+    else:
+        assert right.abs().sum() == 0

@@ -427,6 +427,40 @@ def check_end_to_end(off, cfg, items: dict, rep: Report, weights: dict, gt_file:
     )
 
 
+def check_init(off, cfg, items: dict, rep: Report, seeds=(1, 2, 3)) -> None:
+    """The same seed gives the same initial weights; and which initial offset channels are dead (ReLU output 0 at
+    every positive point of the first training videos: that channel gets no gradient from a plain ReLU)."""
+    from pytorch_lightning import seed_everything
+
+    videos = [it for it in items.values()][:20]
+    for seed in seeds:
+        off.utils.fix_random_seed(seed, include_cuda=False)
+        model = official.build_model(off, cfg)
+        seed_everything(seed, verbose=False)
+        net = ActionFormerNet(model.backbone.n_in, model.num_classes, **TAL_NET).eval()
+        mapped = official.to_tal_state_dict(model.state_dict(), net)
+        diff = max(max_abs(mapped[k], v) for k, v in net.state_dict().items())
+        rep.check("init", f"initial weights, seed {seed}: official (mapped) vs tal", diff, 0.0)
+        alive = torch.zeros(2)
+        n_pos = 0
+        for it in videos:
+            x = it["feats"][None]
+            with torch.no_grad():
+                cls, offs, masks = net(x, torch.ones(1, x.shape[-1], dtype=torch.bool))
+            points = make_points([c.shape[1] for c in cls], net.strides, DEFAULT_REGRESS_RANGES)
+            targets, _ = assign_targets(
+                points, it["segments"].float(), it["labels"].long(), model.num_classes
+            )
+            pos = (targets.sum(-1) > 0) & torch.cat([m[0] for m in masks])
+            alive += (torch.cat(offs, 1)[0][pos] > 0).sum(0)
+            n_pos += int(pos.sum())
+        rep.note(
+            "init",
+            f"seed {seed}: positive points of 20 training videos with a left / right offset > 0",
+            f"{int(alive[0])} / {int(alive[1])} of {n_pos}",
+        )
+
+
 def check_optimizer(off, cfg, rep: Report) -> None:
     """AdamW parameter groups (weight decay or not) and the learning rate of every step of the budget."""
     model = official.build_model(off, cfg)
@@ -480,6 +514,7 @@ def cmd_units(args) -> int:
         ("targets", check_targets, (off, cfg, train_items, ann, rep)),
         ("losses", check_losses, (off, cfg, train_items, rep)),
         ("optimizer", check_optimizer, (off, cfg, rep)),
+        ("init", check_init, (off, cfg, train_items, rep)),
         ("post-processing", check_postprocess, (off, cfg, test_items, rep, None, args.max_videos)),
         ("forward", check_forward, (off, cfg, test_items, rep, None)),
     ]

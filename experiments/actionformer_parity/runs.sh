@@ -64,6 +64,8 @@ case $what in
     tal tal_seed1_ranges_x_stride 1 'model.regress_ranges=[[0,4],[8,16],[32,64],[128,256],[512,1024],[2048,320000]]'
     tal tal_seed1_no_layerscale 1 model.network.layer_scale_init=null
     tal tal_seed1_shared_qkv_conv 1 model.network.separate_qkv_convs=false
+    tal tal_seed1_plain_relu 1 model.network.revive_offsets=false  # the official offsets' ReLU gradient
+    tal tal_seed2_plain_relu 2 model.network.revive_offsets=false
     official official_seed1_tal_padding 1 --tal-padding
     tal_variant tal_seed1_official_truncation 1 --official-truncation
     # inference only: the seed-1 weights with segment voting after per-class Soft-NMS (tal's earlier THUMOS recipe)

@@ -100,7 +100,9 @@ class LocalSelfAttention(nn.Module):
             MaskedConv1d(dim, dim, 3, stride, groups=dim, bias=False) for _ in range(n)
         )
         self.dw_norms = nn.ModuleList(LayerNorm1d(dim) for _ in range(n))
-        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(dim, dim) for _ in range(3))
+        self.k_proj = nn.Linear(dim, dim)  # key first: the official creation order (same initial weights)
+        self.q_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
