@@ -308,7 +308,8 @@ def ranked(segs: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor):
 
 
 def check_postprocess(off, cfg, items: dict, rep: Report, weights: dict | None, max_videos: int) -> None:
-    """Same network outputs -> official ``inference_single_video`` + ``postprocessing`` vs tal's ``detect_video``."""
+    """Same network outputs -> the official ``inference_single_video`` + ``postprocessing`` vs tal's
+    ``detect_video``."""
     torch.manual_seed(0)
     model = official.build_model(off, cfg)
     if weights is not None:

@@ -37,10 +37,10 @@ def relu_pass_through(x: torch.Tensor) -> torch.Tensor:
     """``relu(x)`` forward (bit-exact), identity backward: the gradient also reaches pre-activations below zero.
 
     The regression offsets are ``relu(scale * conv(h))`` with ``h >= 0`` (the head's last hidden layer is a
-    ReLU), so an output channel whose weights make ``conv(h) <= 0`` at every positive point gets no gradient from
-    a plain ReLU and never trains: the official code's seed 2 at the parity budget starts that way (its
-    right-offset channel is dead at initialisation; the DIoU loss stays at 0.6 and the average mAP at 34). With the
-    gradient passed through, such a channel is pushed up (every target offset is positive) and comes back.
+    ReLU), so an output channel whose weights make ``conv(h) <= 0`` at every positive point gets no gradient
+    from a plain ReLU and never trains: the official code's seed 2 at the parity budget starts that way (its
+    right-offset channel is dead at initialisation; the DIoU loss stays at 0.6, the average mAP at 34). With
+    the gradient passed through, such a channel is pushed up (every target offset is positive) and comes back.
     """
     return x + (x.clamp(min=0) - x).detach()
 
@@ -80,12 +80,12 @@ class ConvHead(nn.Module):
 class ActionFormerNet(nn.Module):
     """Embedding (2 masked convs + LN + ReLU) → stem blocks → down-sampling branch blocks → per-level LN → heads.
 
-    Initialised as ActionFormer: default PyTorch weights, every conv / linear bias at zero, the class bias at the
-    prior ``prior_prob``; modules draw their initial weights in the official order, so after the same
-    ``torch.manual_seed`` the initial weights are the official ones (the parity harness checks it). ``layer_scale_init`` and
-    ``separate_qkv_convs`` go to every :class:`TransformerBlock`. ``revive_offsets``: the offsets' ReLU passes its
-    gradient below zero (:func:`relu_pass_through`; same outputs), so a dead offset channel still learns;
-    ``False``: the plain ReLU of the official code.
+    Initialised as ActionFormer: default PyTorch weights, every conv / linear bias at zero, the class bias at
+    the prior ``prior_prob``; modules draw their initial weights in the official order, so after the same
+    ``torch.manual_seed`` the initial weights are the official ones (the parity harness checks it).
+    ``layer_scale_init`` and ``separate_qkv_convs`` go to every :class:`TransformerBlock`. ``revive_offsets``:
+    the offsets' ReLU passes its gradient below zero (:func:`relu_pass_through`; same outputs), so a dead
+    offset channel still learns; ``False``: the plain ReLU of the official code.
     """
 
     def __init__(
