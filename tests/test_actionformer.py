@@ -122,9 +122,9 @@ def test_assign_targets_hand_computed():
     """Levels of 8, 4, 2 points (strides 1, 2, 4), ranges [0,2], [4,8], [16,inf] positions; radius 1.5.
 
     A [1, 3] (label 0): level 0 point 2 only (distances 1, 1).
-    B [0.5, 6.5] (label 1), D [0, 7] (label 2), level 1 (positions 0, 2, 4, 6, range [4, 8)):
+    B [0.5, 6.5] (label 1), D [0, 7] (label 2), level 1 (positions 0, 2, 4, 6, range [4, 8]):
       pos 2: B (1.5, 4.5) and D (2, 5) qualify -> B, the shorter, wins;  pos 4: B reach 3.5 fails, D (4, 3);
-      pos 6: B (5.5, 0.5) and D (6, 1) -> B.   Level 0: B/D centre regions hold points 3, 4 with reach >= 2.
+      pos 6: B (5.5, 0.5) and D (6, 1) -> B.   Level 0: B/D centre regions hold points 3, 4 with reach > 2 (out of [0, 2]).
     """
     points = make_points([8, 4, 2], [1, 2, 4], [(0, 2), (4, 8), (16, math.inf)])
     segments = torch.tensor([[1.0, 3.0], [0.5, 6.5], [0.0, 7.0]])

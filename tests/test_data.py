@@ -489,6 +489,9 @@ def test_synthetic_over_annotations_keeps_the_timing(tmp_path):
     synthetic.main(["--annotations", str(src), "--root", str(tmp_path / "syn"), "--channels", "32"])
     folder = tmp_path / "syn" / "real-c32-seed0"
     assert folder == synthetic.dataset_dir(tmp_path / "syn", annotations=src, channels=32)
+    assert (
+        synthetic.dataset_dir(tmp_path, annotations=src, channels=32, fps=25).name == "real-c32-seed0-fps25"
+    )
     assert synthetic.dataset_views(folder) == {"feats": 32}
     out = json.loads((folder / "annotations_gt.json").read_text())["database"]
     real = actionformer_db()["database"]

@@ -129,9 +129,7 @@ class TALDataModule(pl.LightningDataModule):
         if self.synthetic:
             from tal.data.synthetic import dataset_dir, dataset_views
 
-            args = self._synthetic_args()
-            args.pop("fps", None)
-            root = dataset_dir(**args)
+            root = dataset_dir(**self._synthetic_args())
             known = dataset_views(root)
             views = self.views or list(known)
             unknown = sorted(set(views) - set(known))

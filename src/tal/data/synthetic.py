@@ -20,8 +20,14 @@ What makes it learnable but not trivial:
 * the background holds **distractors**: short bursts of half-strength class directions with no transients,
   and a slow per-video drift.
 
+Real timing without a download: ``python -m tal.data.synthetic --annotations FILE`` lays features rendered the
+same way (one view, ``features/feats``, ``--channels`` wide, default 256) over the videos, subsets, durations and
+instances of a real annotation file (any format :func:`tal.formats.load_annotations` reads), e.g. THUMOS14's;
+``data.synthetic.annotations=FILE`` does it from a config (``experiment=actionformer_thumos_synthetic``).
+
 Deterministic by seed: video ``k`` is generated from ``(seed, k)`` alone. Generated on demand into a cache
-folder (``data/synthetic/<preset>-seed<seed>``, written to a temporary folder then renamed), never committed.
+folder (``data/synthetic/<preset>-seed<seed>``, or ``<file stem>-c<channels>-seed<seed>`` over a file; written
+to a temporary folder then renamed), never committed.
 """
 
 from __future__ import annotations
@@ -78,12 +84,21 @@ PRESETS = {
 
 
 def dataset_dir(
-    root: str | os.PathLike, preset: str = "small", seed: int = 0, annotations=None, channels: int = 256
+    root: str | os.PathLike,
+    preset: str = "small",
+    seed: int = 0,
+    annotations=None,
+    channels: int = 256,
+    fps: float = FPS,
 ) -> Path:
     """Where a data set lives: ``<preset>-seed<seed>``, or ``<annotation file stem>-c<channels>-seed<seed>`` for
-    one laid over a real annotation file (:func:`generate_from_annotations`)."""
+    one laid over a real annotation file (:func:`generate_from_annotations`; ``-fps<fps>`` and ``-<preset>`` are
+    added when they are not 30 and ``small``)."""
     if annotations:
-        return Path(root) / f"{Path(annotations).stem}-c{channels}-seed{seed}"
+        extra = ("" if float(fps) == FPS else f"-fps{float(fps):g}") + (
+            "" if preset == "small" else f"-{preset}"
+        )
+        return Path(root) / f"{Path(annotations).stem}-c{channels}-seed{seed}{extra}"
     return Path(root) / f"{preset}-seed{seed}"
 
 
@@ -308,7 +323,7 @@ def generate_from_annotations(
     segment with two labels carries both classes). The annotations are rewritten in ActionFormer's layout
     (``label_id``; same videos, subsets, durations and segments; ``fps`` set to the rendering ``fps``) as
     ``annotations_gt.json``, so tal and the official ActionFormer code read the same file. Written atomically
-    to :func:`dataset_dir` ``(root, annotations=..., channels=..., seed=...)``.
+    to :func:`dataset_dir` ``(root, preset, seed, annotations, channels, fps)``.
     """
     from dataclasses import replace
 
@@ -321,7 +336,7 @@ def generate_from_annotations(
     trng = np.random.default_rng([seed, 104729])
     dirs["onset"] = {ANNOTATION_VIEW: trng.standard_normal(channels)}
     dirs["offset"] = {ANNOTATION_VIEW: trng.standard_normal(channels)}
-    final = dataset_dir(root, preset, seed, annotations, channels)
+    final = dataset_dir(root, preset, seed, annotations, channels, fps)
     manifest = StoreManifest(f"synthetic:{ANNOTATION_VIEW}", None, channels, FEAT_STRIDE, SNIPPET_FRAMES)
     database = ann.to_database()["database"]
 
@@ -382,7 +397,7 @@ def ensure_dataset(
     fps: float = FPS,
 ) -> Path:
     """The data set's folder, generating it first if it is not complete (laid over ``annotations`` if given)."""
-    final = dataset_dir(root, preset, seed, annotations, channels)
+    final = dataset_dir(root, preset, seed, annotations, channels, fps)
     if not (final / DONE_FILE).exists():
         if final.exists():
             shutil.rmtree(final)
@@ -446,7 +461,7 @@ def main(argv: list[str] | None = None) -> None:
         "--fps", type=float, default=FPS, help="frame rate of the snippet features with --annotations"
     )
     args = ap.parse_args(argv)
-    folder = dataset_dir(args.root, args.preset, args.seed, args.annotations, args.channels)
+    folder = dataset_dir(args.root, args.preset, args.seed, args.annotations, args.channels, args.fps)
     if args.force and folder.exists():
         shutil.rmtree(folder)
     t0 = time.perf_counter()
