@@ -143,6 +143,20 @@ def use_tal_padding(off: SimpleNamespace, model: torch.nn.Module):
     return undo
 
 
+def use_revived_offsets(off: SimpleNamespace) -> None:
+    """A harness variant, not the official behaviour: the official offsets' ReLU (``F.relu`` in
+    ``libs/modeling/meta_archs.py``, its only use there) with tal's pass-through gradient below zero
+    (:func:`tal.models.actionformer.relu_pass_through`; same outputs), to show that it is what keeps a dead
+    offset channel from training. Patches the module's ``F`` for this process."""
+    from tal.models.actionformer import relu_pass_through
+
+    class Functional(SimpleNamespace):
+        def __getattr__(self, name):
+            return getattr(torch.nn.functional, name)
+
+    off.modeling.meta_archs.F = Functional(relu=relu_pass_through)
+
+
 def dataset(off: SimpleNamespace, cfg: dict, training: bool):
     split = cfg["train_split"] if training else cfg["val_split"]
     return off.datasets.make_dataset(cfg["dataset_name"], training, split, **cfg["dataset"])

@@ -576,6 +576,8 @@ def cmd_train_official(args) -> int:
     if args.warmup_epochs is not None:
         overrides["opt.warmup_epochs"] = args.warmup_epochs
     cfg = official.config(off, args.data, seed=args.seed, **overrides)
+    if args.revive_offsets:
+        official.use_revived_offsets(off)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -682,6 +684,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup-epochs", type=int, help="warm-up epochs (budget: 5)")
     p.add_argument(
         "--tal-padding", action="store_true", help="variant: the official network reads padding as tal does"
+    )
+    p.add_argument(
+        "--revive-offsets",
+        action="store_true",
+        help="variant: the offsets' ReLU passes its gradient below zero",
     )
     p.set_defaults(func=cmd_train_official)
     p = sub.add_parser("train-tal", help="train tal (tal.run overrides) under a harness variant")

@@ -67,6 +67,7 @@ case $what in
     tal tal_seed1_plain_relu 1 model.network.revive_offsets=false  # the official offsets' ReLU gradient
     tal tal_seed2_plain_relu 2 model.network.revive_offsets=false
     official official_seed1_tal_padding 1 --tal-padding
+    official official_seed2_revive_offsets 2 --revive-offsets  # the official code with tal's fix of seed 2
     tal_variant tal_seed1_official_truncation 1 --official-truncation
     # inference only: the seed-1 weights with segment voting after per-class Soft-NMS (tal's earlier THUMOS recipe)
     [ -f "$OUT/tal_seed1_voting/detections_val.json" ] || $HEAVY $PY -m tal.run \
