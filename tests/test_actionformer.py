@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from tal.formats.annotations import load_annotations
 from tal.models.actionformer import (
+    DEFAULT_REGRESS_RANGES,
     ActionFormerNet,
     PositiveCountEMA,
     actionformer_loss,
@@ -22,6 +25,7 @@ from tal.models.actionformer import (
     warmup_cosine_factor,
     weight_decay_groups,
 )
+from tal.ops.timeaxis import sec_to_positions, snippet_axis
 
 
 def loop_window_mask(length: int, window_size: int) -> torch.Tensor:
@@ -105,22 +109,24 @@ def test_padding_does_not_change_valid_outputs():
 def test_make_points():
     points = make_points([4, 2], [1, 2])
     want = torch.tensor(
-        [[0, 0, 4, 1], [1, 0, 4, 1], [2, 0, 4, 1], [3, 0, 4, 1], [0, 8, 16, 2], [2, 8, 16, 2]],
+        [[0, 0, 4, 1], [1, 0, 4, 1], [2, 0, 4, 1], [3, 0, 4, 1], [0, 4, 8, 2], [2, 4, 8, 2]],
         dtype=torch.float32,
     )
-    assert torch.equal(points, want)
-    assert math.isinf(make_points([1] * 6, [2**l for l in range(6)])[-1, 2])
+    assert torch.equal(
+        points, want
+    )  # ranges in input positions, as ActionFormer's configs: not times the stride
+    assert make_points([1] * 6, [2**l for l in range(6)])[-1, 1:].tolist() == [64, 10000, 32]
 
 
 def test_assign_targets_hand_computed():
-    """Levels of 8, 4, 2 points (strides 1, 2, 4), ranges [0,2), [2,4), [4,inf) strides; radius 1.5.
+    """Levels of 8, 4, 2 points (strides 1, 2, 4), ranges [0,2], [4,8], [16,inf] positions; radius 1.5.
 
     A [1, 3] (label 0): level 0 point 2 only (distances 1, 1).
-    B [0.5, 6.5] (label 1), D [0, 7] (label 2), level 1 (positions 0, 2, 4, 6, range [4, 8)):
+    B [0.5, 6.5] (label 1), D [0, 7] (label 2), level 1 (positions 0, 2, 4, 6, range [4, 8]):
       pos 2: B (1.5, 4.5) and D (2, 5) qualify -> B, the shorter, wins;  pos 4: B reach 3.5 fails, D (4, 3);
-      pos 6: B (5.5, 0.5) and D (6, 1) -> B.   Level 0: B/D centre regions hold points 3, 4 with reach >= 2.
+      pos 6: B (5.5, 0.5) and D (6, 1) -> B.   Level 0: B/D centre regions hold points 3, 4 with reach > 2 (out of [0, 2]).
     """
-    points = make_points([8, 4, 2], [1, 2, 4], [(0, 2), (2, 4), (4, math.inf)])
+    points = make_points([8, 4, 2], [1, 2, 4], [(0, 2), (4, 8), (16, math.inf)])
     segments = torch.tensor([[1.0, 3.0], [0.5, 6.5], [0.0, 7.0]])
     cls, reg = assign_targets(points, segments, torch.tensor([0, 1, 2]), num_classes=3, center_radius=1.5)
     want_cls = torch.zeros(14, 3)
@@ -133,6 +139,21 @@ def test_assign_targets_hand_computed():
     torch.testing.assert_close(reg, want_reg)
 
 
+def test_assign_targets_ranges_in_positions_both_ends_inclusive():
+    """Strides 1, 2 with ranges [0,4], [4,8] positions; S = [2, 8] (centre 5), radius 1.5.
+
+    Level 0 (centre region (3.5, 6.5)): points 4, 5, 6 with larger distances 4, 3, 4 (4 = hi: inside).
+    Level 1 (centre region (2, 8)): points 4, 6 with larger distance 4 (= lo: inside), targets / 2.
+    With the ranges times the stride (level 1 owning [8, 16]) level 1 would hold no positive point.
+    """
+    points = make_points([16, 8], [1, 2], [(0, 4), (4, 8)])
+    cls, reg = assign_targets(points, torch.tensor([[2.0, 8.0]]), torch.tensor([0]), num_classes=1)
+    assert cls[:, 0].nonzero().flatten().tolist() == [4, 5, 6, 16 + 2, 16 + 3]
+    torch.testing.assert_close(
+        reg[cls[:, 0] > 0], torch.tensor([[2.0, 4.0], [3.0, 3.0], [4.0, 2.0], [1.0, 2.0], [2.0, 1.0]])
+    )
+
+
 def test_assign_targets_two_labels_and_no_centre_sampling():
     points = make_points([8], [1], [(0, math.inf)])
     segments = torch.tensor([[2.0, 6.0], [2.0, 6.0]])  # one instance annotated with two classes
@@ -141,6 +162,11 @@ def test_assign_targets_two_labels_and_no_centre_sampling():
     assert torch.equal(cls[:, 0], cls[:, 2]) and cls[:, 1].sum() == 0
     cls, reg = assign_targets(points, segments, torch.tensor([0, 2]), num_classes=3, center_radius=0)
     assert cls[:, 0].nonzero().flatten().tolist() == [3, 4, 5]  # strictly inside (2, 6)
+    # lengths within 1e-3 of the shortest tie (ActionFormer's tolerance): both labels; the first one's target
+    segments = torch.tensor([[2.0, 6.0005], [2.0, 6.0]])
+    cls, reg = assign_targets(points, segments, torch.tensor([0, 2]), num_classes=3, center_radius=1.5)
+    assert cls[:, 0].nonzero().flatten().tolist() == [3, 4, 5] and torch.equal(cls[:, 0], cls[:, 2])
+    torch.testing.assert_close(reg[4], torch.tensor([2.0, 2.0]))
     cls, reg = assign_targets(points, torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), num_classes=3)
     assert cls.sum() == 0 and reg.sum() == 0
 
@@ -250,3 +276,88 @@ def test_spawn_safe_ema_pickles_and_matches_torch_ema():
     got = cb._kwargs["avg_fn"](ema, cur, torch.tensor(1))
     torch.testing.assert_close(got, get_ema_avg_fn(0.9)(ema, cur, torch.tensor(1)))
     torch.testing.assert_close(got, torch.tensor([1.2, 1.6]))
+
+
+THUMOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "thumos14.json"
+
+
+@pytest.mark.skipif(not THUMOS.exists(), reason="../shared/data/thumos14.json not present")
+def test_thumos14_training_instances_own_a_positive_point():
+    """On the real THUMOS14 Validation timing at stride 16 (16-frame snippets, 30 fps), whole videos: at least
+    99% of the instances own a positive point (with the ranges times the stride, only 84% did)."""
+    ann = load_annotations(THUMOS).subset("Validation")
+    strides = [2**l for l in range(6)]
+    sec_per_unit, offset_sec = snippet_axis(30.0, 16, 16)
+    covered = {"positions": 0, "times stride": 0}
+    ranges = {
+        "positions": DEFAULT_REGRESS_RANGES,
+        "times stride": [(lo * s, hi * s) for (lo, hi), s in zip(DEFAULT_REGRESS_RANGES, strides)],
+    }
+    for v in ann:
+        T = int((v.duration_sec * 30 - 16) // 16) + 1
+        lengths = [math.ceil(T / 32) * 32 // s for s in strides]
+        valid = torch.cat([torch.arange(n) * s < T for n, s in zip(lengths, strides)])
+        segs = torch.as_tensor(
+            sec_to_positions(v.segments_sec, sec_per_unit, offset_sec), dtype=torch.float32
+        )
+        for name, rr in ranges.items():
+            # one class per instance, so the class targets say which instances own each point
+            cls, _ = assign_targets(
+                make_points(lengths, strides, rr), segs, torch.arange(len(segs)), len(segs)
+            )
+            covered[name] += int((cls[valid] > 0).any(0).sum())
+    assert ann.num_instances == 3007
+    assert covered["positions"] / ann.num_instances >= 0.99
+    assert covered["times stride"] / ann.num_instances < 0.85
+
+
+@pytest.mark.parametrize("revive", [False, True])
+def test_dead_offset_channel_trains_only_with_the_pass_through_gradient(revive):
+    """The offset head's last conv reads ReLU features (>= 0): with its right-offset weights and bias negative, that
+    channel is 0 at every point, as the official code's seed 2 starts. A plain ReLU gives it no gradient, so it stays
+    0 for good; the pass-through gradient (same outputs) pushes it up, since every target offset is positive."""
+    torch.manual_seed(0)
+    net = ActionFormerNet(
+        8,
+        2,
+        embed_dim=16,
+        head_dim=16,
+        num_heads=2,
+        window_size=5,
+        num_levels=3,
+        path_drop=0.0,
+        revive_offsets=revive,
+    )
+    with torch.no_grad():
+        net.reg_head.out.weight[1] = -net.reg_head.out.weight[1].abs()
+        net.reg_head.out.bias[1] = -0.5
+    feats, mask = torch.randn(2, 8, 64), torch.ones(2, 64, dtype=torch.bool)
+    segments, labels = (
+        [torch.tensor([[10.0, 30.0]]), torch.tensor([[20.0, 52.0]])],
+        [torch.tensor([0]), torch.tensor([1])],
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for step in range(40):
+        cls, offsets, masks = net(feats, mask)
+        points = make_points([c.shape[1] for c in cls], net.strides, [(0, 4), (4, 8), (8, 10000)])
+        cls_t, reg_t = (
+            torch.stack(t) for t in zip(*(assign_targets(points, s, l, 2) for s, l in zip(segments, labels)))
+        )
+        valid = torch.cat(masks, 1)
+        loss = actionformer_loss(
+            torch.cat(cls, 1), torch.cat(offsets, 1), valid, cls_t, reg_t, normalizer=10.0
+        )
+        opt.zero_grad()
+        loss["loss"].backward()
+        if step == 0:
+            grad = net.reg_head.out.weight.grad[1].abs().sum()
+            assert (grad > 0) == revive
+            right_at_start = torch.cat(offsets, 1)[..., 1].detach()
+            assert right_at_start.abs().sum() == 0  # dead at the start either way (same forward)
+        opt.step()
+    positive = (cls_t.sum(-1) > 0) & valid
+    right = torch.cat(offsets, 1)[..., 1][positive].detach()
+    if revive:
+        assert (right > 0).float().mean() > 0.9 and loss["reg_loss"] < 0.5
+    else:
+        assert right.abs().sum() == 0

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 
@@ -448,3 +449,85 @@ def test_datamodule_class_balance_adds_training_clips(tmp_path):
     assert item["feats"].shape == (160, 32) and len(item["segments"]) >= 1
     assert item["sec_per_unit"] < duration / 32
     assert (folder / "DONE").exists()
+
+
+def actionformer_db():
+    """A small ActionFormer-layout file: a segment past the video end, one instance with two labels."""
+    ann = lambda label, lid, s, e: {"label": label, "label_id": lid, "segment": [s, e]}  # noqa: E731
+    return {
+        "database": {
+            "video_validation_1": {
+                "subset": "Validation",
+                "duration": 40.0,
+                "fps": 29.97,
+                "annotations": [
+                    ann("Jump", 1, 5.0, 9.0),
+                    ann("Run", 0, 20.0, 24.0),
+                    ann("Jump", 1, 20.0, 24.0),
+                ],
+            },
+            "video_validation_2": {
+                "subset": "Validation",
+                "duration": 30.0,
+                "fps": 30.0,
+                "annotations": [ann("Run", 0, 2.0, 6.5), ann("Run", 0, 31.0, 33.0)],
+            },
+            "video_test_1": {
+                "subset": "Test",
+                "duration": 25.0,
+                "fps": 30.0,
+                "annotations": [ann("Jump", 1, 10.0, 13.0)],
+            },
+        }
+    }
+
+
+def test_synthetic_over_annotations_keeps_the_timing(tmp_path):
+    """Features laid over a real file's timing: same videos, subsets, durations, segments and label ids;
+    features of num_features(duration) snippets carrying each instance's class direction."""
+    src = write_json(tmp_path / "real.json", actionformer_db())
+    synthetic.main(["--annotations", str(src), "--root", str(tmp_path / "syn"), "--channels", "32"])
+    folder = tmp_path / "syn" / "real-c32-seed0"
+    assert folder == synthetic.dataset_dir(tmp_path / "syn", annotations=src, channels=32)
+    assert (
+        synthetic.dataset_dir(tmp_path, annotations=src, channels=32, fps=25).name == "real-c32-seed0-fps25"
+    )
+    assert synthetic.dataset_views(folder) == {"feats": 32}
+    out = json.loads((folder / "annotations_gt.json").read_text())["database"]
+    real = actionformer_db()["database"]
+    assert list(out) == list(real)
+    for vid, entry in real.items():
+        assert (out[vid]["subset"], out[vid]["duration"], out[vid]["fps"]) == (
+            entry["subset"],
+            entry["duration"],
+            30,
+        )
+        rows = [(a["label"], a["label_id"], a["segment"]) for a in out[vid]["annotations"]]
+        assert rows == [(a["label"], a["label_id"], a["segment"]) for a in entry["annotations"]]
+        x = np.load(folder / "features" / "feats" / f"{vid}.npy")
+        assert x.shape == (synthetic.num_features(entry["duration"]), 32) and x.dtype == np.float16
+    # the class signal: the Run instance [2, 6.5] s projects onto Run's direction more than the background
+    x = np.load(folder / "features" / "feats" / "video_validation_2.npy").astype(np.float64)
+    spec = dataclasses.replace(synthetic.PRESETS["small"], num_pairs=1)
+    run = synthetic.class_directions(spec, 0, {"feats": 32}, {"feats": synthetic.ANNOTATION_MIX})["feats"][0]
+    inside = [i for i in range(len(x)) if 2.5 <= float(idx_to_sec(i, 30, 16, 16)) <= 6.0]
+    outside = [i for i in range(len(x)) if float(idx_to_sec(i, 30, 16, 16)) > 12.0]
+    assert (x[inside] @ run).mean() > (x[outside] @ run).mean() + 0.5 * synthetic.PRESETS["small"].signal
+    again = synthetic.generate_from_annotations(tmp_path / "again", src, channels=32)
+    np.testing.assert_array_equal(
+        np.load(again / "features" / "feats" / "video_test_1.npy"),
+        np.load(folder / "features" / "feats" / "video_test_1.npy"),
+    )
+    # the DataModule reads it through data.synthetic.annotations
+    dm = TALDataModule(
+        synthetic={"annotations": str(src), "root": str(tmp_path / "syn"), "channels": 32},
+        train_subset="Validation",
+        val_subset="Test",
+        fps=30,
+        verbose=False,
+    )
+    dm.prepare_data()
+    dm.setup()
+    assert dm.in_channels == 32 and dm.label_names == ["Run", "Jump"]
+    assert dm.video_ids("train") == ["video_validation_1", "video_validation_2"]
+    assert dm.report.counts == {"starts after video end": 1}

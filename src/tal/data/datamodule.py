@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -114,29 +113,34 @@ class TALDataModule(pl.LightningDataModule):
         self.in_channels: int | None = None
 
     # ------------------------------------------------------------------ sources
-    def _synthetic_root(self) -> Path:
-        from tal.data.synthetic import dataset_dir
-
+    def _synthetic_args(self) -> dict:
+        """Arguments of :func:`tal.data.synthetic.ensure_dataset` from ``data.synthetic`` (``preset``, ``seed``,
+        ``root``; or ``annotations`` (a real annotation file to lay the features over), ``channels``, ``fps``)."""
         s = self.synthetic
-        return dataset_dir(s.get("root", "data/synthetic"), s.get("preset", "small"), int(s.get("seed", 0)))
+        args = {"root": s.get("root", "data/synthetic"), "preset": s.get("preset") or "small"}
+        args["seed"] = int(s.get("seed", 0))
+        if s.get("annotations"):
+            args.update(annotations=s["annotations"], channels=int(s.get("channels", 256)))
+            args["fps"] = float(s.get("fps", 30.0))
+        return args
 
     def prepare_data(self) -> None:
         """Generate the synthetic data set once (atomic: written to a temporary folder, then renamed)."""
         if self.synthetic:
             from tal.data.synthetic import ensure_dataset
 
-            s = self.synthetic
-            ensure_dataset(s.get("root", "data/synthetic"), s.get("preset", "small"), int(s.get("seed", 0)))
+            ensure_dataset(**self._synthetic_args())
 
     def _sources(self) -> tuple[str, list[str]]:
         if self.synthetic:
-            from tal.data.synthetic import VIEWS
+            from tal.data.synthetic import dataset_dir, dataset_views
 
-            root = self._synthetic_root()
-            views = self.views or list(VIEWS)
-            unknown = sorted(set(views) - set(VIEWS))
+            root = dataset_dir(**self._synthetic_args())
+            known = dataset_views(root)
+            views = self.views or list(known)
+            unknown = sorted(set(views) - set(known))
             if unknown:
-                raise ValueError(f"data.views: unknown synthetic views {unknown}; choose from {list(VIEWS)}")
+                raise ValueError(f"data.views: unknown synthetic views {unknown}; choose from {list(known)}")
             return str(root / "annotations_gt.json"), [str(root / "features" / v) for v in views]
         if not self.annotation_file or not self.feature_dirs:
             raise ValueError("set data.annotation_file and data.feature_dirs (or data.synthetic.preset)")

@@ -20,8 +20,14 @@ What makes it learnable but not trivial:
 * the background holds **distractors**: short bursts of half-strength class directions with no transients,
   and a slow per-video drift.
 
+Real timing without a download: ``python -m tal.data.synthetic --annotations FILE`` lays features rendered the
+same way (one view, ``features/feats``, ``--channels`` wide, default 256) over the videos, subsets, durations and
+instances of a real annotation file (any format :func:`tal.formats.load_annotations` reads), e.g. THUMOS14's;
+``data.synthetic.annotations=FILE`` does it from a config (``experiment=actionformer_thumos_synthetic``).
+
 Deterministic by seed: video ``k`` is generated from ``(seed, k)`` alone. Generated on demand into a cache
-folder (``data/synthetic/<preset>-seed<seed>``, written to a temporary folder then renamed), never committed.
+folder (``data/synthetic/<preset>-seed<seed>``, or ``<file stem>-c<channels>-seed<seed>`` over a file; written
+to a temporary folder then renamed), never committed.
 """
 
 from __future__ import annotations
@@ -77,8 +83,28 @@ PRESETS = {
 }
 
 
-def dataset_dir(root: str | os.PathLike, preset: str, seed: int = 0) -> Path:
+def dataset_dir(
+    root: str | os.PathLike,
+    preset: str = "small",
+    seed: int = 0,
+    annotations=None,
+    channels: int = 256,
+    fps: float = FPS,
+) -> Path:
+    """Where a data set lives: ``<preset>-seed<seed>``, or ``<annotation file stem>-c<channels>-seed<seed>`` for
+    one laid over a real annotation file (:func:`generate_from_annotations`; ``-fps<fps>`` and ``-<preset>`` are
+    added when they are not 30 and ``small``)."""
+    if annotations:
+        extra = ("" if float(fps) == FPS else f"-fps{float(fps):g}") + (
+            "" if preset == "small" else f"-{preset}"
+        )
+        return Path(root) / f"{Path(annotations).stem}-c{channels}-seed{seed}{extra}"
     return Path(root) / f"{preset}-seed{seed}"
+
+
+def dataset_views(folder: str | os.PathLike) -> dict[str, int]:
+    """``{view: channels}`` of a generated data set (from its ``meta.json``)."""
+    return dict(json.loads((Path(folder) / "meta.json").read_text())["views"])
 
 
 def label_names(spec: SyntheticSpec) -> list[str]:
@@ -86,12 +112,14 @@ def label_names(spec: SyntheticSpec) -> list[str]:
     return [f"c{p:03d}{'ab'[m]}" for p in range(spec.num_pairs) for m in range(2)]
 
 
-def class_directions(spec: SyntheticSpec, seed: int) -> dict[str, np.ndarray]:
+def class_directions(
+    spec: SyntheticSpec, seed: int, views: dict[str, int] = VIEWS, mix: dict[str, tuple] = VIEW_MIX
+) -> dict[str, np.ndarray]:
     """Per view, ``(num_classes, C)`` unit-ish class directions: pair part + signed member part."""
     rng = np.random.default_rng([seed, 7919])
     out = {}
-    for view, width in VIEWS.items():
-        pair_w, member_w = VIEW_MIX[view]
+    for view, width in views.items():
+        pair_w, member_w = mix[view]
         pair = rng.standard_normal((spec.num_pairs, width)) / math.sqrt(width)
         member = rng.standard_normal((spec.num_pairs, width)) / math.sqrt(width)
         sign = np.array([1.0, -1.0])
@@ -100,15 +128,16 @@ def class_directions(spec: SyntheticSpec, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
-def num_features(duration_sec: float) -> int:
-    return max(1, int((duration_sec * FPS - SNIPPET_FRAMES) // FEAT_STRIDE) + 1)
+def num_features(duration_sec: float, fps: float = FPS) -> int:
+    """Snippets that fit in the video: one every ``FEAT_STRIDE`` frames, each ``SNIPPET_FRAMES`` long."""
+    return max(1, int((duration_sec * fps - SNIPPET_FRAMES) // FEAT_STRIDE) + 1)
 
 
-def snippet_coverage(start_sec: float, end_sec: float, T: int) -> np.ndarray:
+def snippet_coverage(start_sec: float, end_sec: float, T: int, fps: float = FPS) -> np.ndarray:
     """``(T,)`` fraction of each snippet window ``[16 i, 16 i + 16)`` frames covered by ``[start, end]``."""
     lo = np.arange(T) * FEAT_STRIDE
     hi = lo + SNIPPET_FRAMES
-    inter = np.clip(np.minimum(hi, end_sec * FPS) - np.maximum(lo, start_sec * FPS), 0, None)
+    inter = np.clip(np.minimum(hi, end_sec * fps) - np.maximum(lo, start_sec * fps), 0, None)
     return inter / SNIPPET_FRAMES
 
 
@@ -133,7 +162,6 @@ def generate_video(
     """Video ``k``: ``(annotation entry with clean segments, {view: (T, C) float16})``."""
     rng = np.random.default_rng([seed, k])
     duration = round(float(rng.uniform(spec.min_duration_sec, spec.max_duration_sec)), 2)
-    T = num_features(duration)
     main = int(rng.choice(spec.num_classes, p=class_probs))
     second = None
     if rng.random() < spec.multi_label_prob:
@@ -145,23 +173,55 @@ def generate_video(
         for j in rng.choice(len(segments), size=max(1, len(segments) // 3), replace=False):
             labels[j] = second
 
+    feats = render_features(rng, spec, seed, k, duration, segments, labels, dirs, VIEWS)
+
+    names = label_names(spec)
+    anns = [{"label": names[c], "segment": [round(s, 2), round(e, 2)]} for (s, e), c in zip(segments, labels)]
+    anns = _make_dirty(rng, anns, duration, spec.dirty_prob)
+    entry = {
+        "duration": duration,
+        "fps": FPS,
+        "actual_frame_num": int(duration * FPS),
+        "filename": f"{k:07d}.mp4",
+        "annotations": anns,
+    }
+    return entry, feats
+
+
+def render_features(
+    rng,
+    spec: SyntheticSpec,
+    seed: int,
+    k: int,
+    duration: float,
+    segments: list[tuple[float, float]],
+    labels: list[int],
+    dirs,
+    views: dict[str, int],
+    fps: float = FPS,
+) -> dict[str, np.ndarray]:
+    """``{view: (T, C) float16}`` features of one video whose instances are ``segments`` (seconds) of class
+    ``labels``: class directions under noise with onset / offset transients, background distractors and drift.
+    ``rng`` draws the per-video randomness, ``(seed, k, width)`` the per-view noise; snippets every
+    ``FEAT_STRIDE`` frames over ``SNIPPET_FRAMES`` frames at ``fps``."""
+    T = num_features(duration, fps)
     feats = {}
     drift_t = np.cumsum(rng.standard_normal((T, 1)), axis=0) / math.sqrt(T)
     burst_n = int(rng.poisson(spec.distractors_per_min * duration / 60.0))
     bursts = [(float(rng.uniform(0, duration)), float(rng.uniform(0.5, 2.0))) for _ in range(burst_n)]
     burst_cls = rng.integers(0, spec.num_classes, size=burst_n)
     onset_phase = rng.standard_normal(2)
-    for view, width in VIEWS.items():
+    for view, width in views.items():
         vrng = np.random.default_rng([seed, k, width])
         x = spec.noise * vrng.standard_normal((T, width))
         x += drift_t * vrng.standard_normal(width) * 0.5
         onset, offset = dirs["onset"][view], dirs["offset"][view]
         for (s, e), c in zip(segments, labels):
-            cov = snippet_coverage(s, e, T)
+            cov = snippet_coverage(s, e, T, fps)
             x += spec.signal * cov[:, None] * dirs[view][c][None, :]
             s_idx, e_idx = (
-                sec_to_idx(s, FPS, FEAT_STRIDE, SNIPPET_FRAMES),
-                sec_to_idx(e, FPS, FEAT_STRIDE, SNIPPET_FRAMES),
+                sec_to_idx(s, fps, FEAT_STRIDE, SNIPPET_FRAMES),
+                sec_to_idx(e, fps, FEAT_STRIDE, SNIPPET_FRAMES),
             )
             pos = np.arange(T)
             x += (
@@ -176,20 +236,9 @@ def generate_video(
         for (b0, blen), c in zip(bursts, burst_cls):
             if any(b0 < e + 1.0 and b0 + blen > s - 1.0 for s, e in segments):
                 continue
-            x += 0.5 * spec.signal * snippet_coverage(b0, b0 + blen, T)[:, None] * dirs[view][c][None, :]
+            x += 0.5 * spec.signal * snippet_coverage(b0, b0 + blen, T, fps)[:, None] * dirs[view][c][None, :]
         feats[view] = x.astype(np.float16)
-
-    names = label_names(spec)
-    anns = [{"label": names[c], "segment": [round(s, 2), round(e, 2)]} for (s, e), c in zip(segments, labels)]
-    anns = _make_dirty(rng, anns, duration, spec.dirty_prob)
-    entry = {
-        "duration": duration,
-        "fps": FPS,
-        "actual_frame_num": int(duration * FPS),
-        "filename": f"{k:07d}.mp4",
-        "annotations": anns,
-    }
-    return entry, feats
+    return feats
 
 
 def _make_dirty(rng, anns: list[dict], duration: float, prob: float) -> list[dict]:
@@ -215,9 +264,6 @@ def generate(root: str | os.PathLike, preset: str = "small", seed: int = 0) -> P
         raise ValueError(f"unknown synthetic preset {preset!r}; choose from {sorted(PRESETS)}")
     spec = PRESETS[preset]
     final = dataset_dir(root, preset, seed)
-    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.tmp"
-    for view in VIEWS:
-        (tmp / "features" / view).mkdir(parents=True, exist_ok=True)
     ranks = np.arange(1, spec.num_classes + 1, dtype=np.float64)
     class_probs = ranks**-spec.zipf
     class_probs = np.random.default_rng([seed, 31]).permutation(class_probs / class_probs.sum())
@@ -226,12 +272,15 @@ def generate(root: str | os.PathLike, preset: str = "small", seed: int = 0) -> P
     dirs["onset"] = {v: trng.standard_normal(w) for v, w in VIEWS.items()}
     dirs["offset"] = {v: trng.standard_normal(w) for v, w in VIEWS.items()}
     subsets = ["training"] * spec.num_train + ["validation"] * spec.num_val + ["testing"] * spec.num_test
-    database = {}
     manifests = {
         view: StoreManifest(f"synthetic:{view}", None, width, FEAT_STRIDE, SNIPPET_FRAMES)
         for view, width in VIEWS.items()
     }
-    try:
+
+    def write(tmp: Path) -> dict:
+        for view in VIEWS:
+            (tmp / "features" / view).mkdir(parents=True, exist_ok=True)
+        database = {}
         for k, subset in enumerate(subsets):
             entry, feats = generate_video(spec, seed, k, class_probs, dirs)
             video_id = f"v_{preset}_{k:06d}"
@@ -245,18 +294,87 @@ def generate(root: str | os.PathLike, preset: str = "small", seed: int = 0) -> P
                 }
         for view, manifest in manifests.items():
             write_manifest(tmp / "features" / view, manifest)
-        meta = {
-            "preset": preset,
-            "seed": seed,
-            "spec": asdict(spec),
-            "views": VIEWS,
-            "fps": FPS,
-            "feat_stride": FEAT_STRIDE,
-            "snippet_frames": SNIPPET_FRAMES,
-        }
         (tmp / "annotations_gt.json").write_text(
             json.dumps({"version": "tal-synthetic-1", "database": database})
         )
+        return {"preset": preset, "spec": asdict(spec), "views": VIEWS}
+
+    return _write_atomically(final, seed, FPS, write)
+
+
+#: the one feature view of a data set laid over a real annotation file, and its (pair, member) strengths
+ANNOTATION_VIEW = "feats"
+ANNOTATION_MIX = (1.0, 0.5)
+
+
+def generate_from_annotations(
+    root: str | os.PathLike,
+    annotations: str | os.PathLike,
+    channels: int = 256,
+    fps: float = FPS,
+    seed: int = 0,
+    preset: str = "small",
+) -> Path:
+    """Lay synthetic features over the timing of a real annotation file (any format ``load_annotations`` reads).
+
+    Every video of the file gets ``num_features(duration, fps)`` snippet features of ``channels`` channels
+    (one view, ``features/feats``), rendered like the ``preset`` set (noise, signal, transients, distractors)
+    around the file's own instances, as they are (segments past the end are cut by the features' end, a
+    segment with two labels carries both classes). The annotations are rewritten in ActionFormer's layout
+    (``label_id``; same videos, subsets, durations and segments; ``fps`` set to the rendering ``fps``) as
+    ``annotations_gt.json``, so tal and the official ActionFormer code read the same file. Written atomically
+    to :func:`dataset_dir` ``(root, preset, seed, annotations, channels, fps)``.
+    """
+    from dataclasses import replace
+
+    from tal.formats.annotations import load_annotations
+
+    ann = load_annotations(annotations)
+    spec = replace(PRESETS[preset], num_pairs=max(1, math.ceil(ann.num_classes / 2)))
+    views = {ANNOTATION_VIEW: int(channels)}
+    dirs = class_directions(spec, seed, views, {ANNOTATION_VIEW: ANNOTATION_MIX})
+    trng = np.random.default_rng([seed, 104729])
+    dirs["onset"] = {ANNOTATION_VIEW: trng.standard_normal(channels)}
+    dirs["offset"] = {ANNOTATION_VIEW: trng.standard_normal(channels)}
+    final = dataset_dir(root, preset, seed, annotations, channels, fps)
+    manifest = StoreManifest(f"synthetic:{ANNOTATION_VIEW}", None, channels, FEAT_STRIDE, SNIPPET_FRAMES)
+    database = ann.to_database()["database"]
+
+    def write(tmp: Path) -> dict:
+        folder = tmp / "features" / ANNOTATION_VIEW
+        folder.mkdir(parents=True)
+        for k, video in enumerate(ann):
+            segments = [tuple(seg) for seg in video.segments_sec.tolist()]
+            labels = [ann.label_id(name) for name in video.labels]
+            rng = np.random.default_rng([seed, k])
+            (x,) = render_features(
+                rng, spec, seed, k, video.duration_sec, segments, labels, dirs, views, fps
+            ).values()
+            write_features(folder, video.video_id, x)
+            manifest.videos[video.video_id] = {"T": len(x), "fps": fps}
+            database[video.video_id]["fps"] = fps
+        write_manifest(folder, manifest)
+        (tmp / "annotations_gt.json").write_text(
+            json.dumps({"version": "tal-synthetic-1", "database": database})
+        )
+        return {"annotations": str(annotations), "preset": preset, "channels": channels, "views": views}
+
+    return _write_atomically(final, seed, fps, write)
+
+
+def _write_atomically(final: Path, seed: int, fps: float, write) -> Path:
+    """Run ``write(tmp)`` into a temporary folder beside ``final`` (it returns the meta fields), add
+    ``meta.json`` and the done marker, then rename it to ``final``."""
+    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir(parents=True)
+    try:
+        meta = {
+            **write(tmp),
+            "seed": seed,
+            "fps": fps,
+            "feat_stride": FEAT_STRIDE,
+            "snippet_frames": SNIPPET_FRAMES,
+        }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         (tmp / DONE_FILE).write_text("ok\n")
         try:
@@ -270,14 +388,24 @@ def generate(root: str | os.PathLike, preset: str = "small", seed: int = 0) -> P
     return final
 
 
-def ensure_dataset(root: str | os.PathLike, preset: str = "small", seed: int = 0) -> Path:
-    """The data set's folder, generating it first if it is not complete."""
-    final = dataset_dir(root, preset, seed)
+def ensure_dataset(
+    root: str | os.PathLike,
+    preset: str = "small",
+    seed: int = 0,
+    annotations: str | os.PathLike | None = None,
+    channels: int = 256,
+    fps: float = FPS,
+) -> Path:
+    """The data set's folder, generating it first if it is not complete (laid over ``annotations`` if given)."""
+    final = dataset_dir(root, preset, seed, annotations, channels, fps)
     if not (final / DONE_FILE).exists():
         if final.exists():
             shutil.rmtree(final)
         final.parent.mkdir(parents=True, exist_ok=True)
-        generate(root, preset, seed)
+        if annotations:
+            generate_from_annotations(root, annotations, channels, fps, seed, preset)
+        else:
+            generate(root, preset, seed)
     return final
 
 
@@ -323,13 +451,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--root", default="data/synthetic")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true", help="regenerate even if present")
+    ap.add_argument(
+        "--annotations",
+        metavar="FILE",
+        help="lay synthetic features over this real annotation file's videos and instances (any format)",
+    )
+    ap.add_argument("--channels", type=int, default=256, help="feature channels with --annotations")
+    ap.add_argument(
+        "--fps", type=float, default=FPS, help="frame rate of the snippet features with --annotations"
+    )
     args = ap.parse_args(argv)
-    folder = dataset_dir(args.root, args.preset, args.seed)
+    folder = dataset_dir(args.root, args.preset, args.seed, args.annotations, args.channels, args.fps)
     if args.force and folder.exists():
         shutil.rmtree(folder)
     t0 = time.perf_counter()
     existed = (folder / DONE_FILE).exists()
-    ensure_dataset(args.root, args.preset, args.seed)
+    ensure_dataset(args.root, args.preset, args.seed, args.annotations, args.channels, args.fps)
     seconds = time.perf_counter() - t0
     stats = statistics(folder)
     stats["generation_sec"] = None if existed else round(seconds, 1)

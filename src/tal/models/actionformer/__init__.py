@@ -2,6 +2,7 @@
 
 from .blocks import (
     LayerNorm1d,
+    LayerScale1d,
     LocalSelfAttention,
     MaskedConv1d,
     Scale,
@@ -12,7 +13,7 @@ from .blocks import (
 )
 from .losses import PositiveCountEMA, actionformer_loss, diou_loss_1d
 from .module import ActionFormerModule, warmup_cosine_factor, weight_decay_groups
-from .network import ActionFormerNet, ConvHead, level_window_sizes, pad_to_multiple
+from .network import ActionFormerNet, ConvHead, level_window_sizes, pad_to_multiple, relu_pass_through
 from .postprocess import detect_video, select_candidates, vote_per_class
 from .targets import DEFAULT_REGRESS_RANGES, assign_targets, make_points
 
@@ -22,6 +23,7 @@ __all__ = [
     "ActionFormerNet",
     "ConvHead",
     "LayerNorm1d",
+    "LayerScale1d",
     "LocalSelfAttention",
     "MaskedConv1d",
     "PositiveCountEMA",
@@ -37,6 +39,7 @@ __all__ = [
     "local_window_mask",
     "make_points",
     "pad_to_multiple",
+    "relu_pass_through",
     "select_candidates",
     "vote_per_class",
     "warmup_cosine_factor",

@@ -76,8 +76,9 @@ class MaskedConv1d(nn.Conv1d):
 class LocalSelfAttention(nn.Module):
     """Masked multi-head self-attention over a local window, optionally down-sampling by ``stride``.
 
-    Queries, keys and values come from a depthwise (strided) conv + LayerNorm of the input, then a linear
-    projection, as in ActionFormer's ``MaskedMHCA`` (one shared depthwise conv instead of three).
+    As ActionFormer's ``LocalMaskedMHCA``: query, key and value each come from their own depthwise (strided)
+    conv + LayerNorm of the input, then their own linear projection (``separate_qkv_convs=False``: one depthwise
+    conv + LayerNorm shared by the three, tal's earlier design, kept to measure the difference).
     """
 
     def __init__(
@@ -88,31 +89,56 @@ class LocalSelfAttention(nn.Module):
         stride: int = 1,
         attn_drop: float = 0.0,
         proj_drop=0.0,
+        separate_qkv_convs: bool = True,
     ):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"attention dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads, self.window_size, self.attn_drop = num_heads, window_size, attn_drop
-        self.dw_conv = MaskedConv1d(dim, dim, 3, stride, groups=dim, bias=False)
-        self.dw_norm = LayerNorm1d(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
+        n = 3 if separate_qkv_convs else 1
+        self.dw_convs = nn.ModuleList(
+            MaskedConv1d(dim, dim, 3, stride, groups=dim, bias=False) for _ in range(n)
+        )
+        self.dw_norms = nn.ModuleList(LayerNorm1d(dim) for _ in range(n))
+        self.k_proj = nn.Linear(dim, dim)  # key first: the official creation order (same initial weights)
+        self.q_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, C, T), mask (B, T) -> (B, C, T / stride), mask (B, T / stride)."""
-        h, out_mask = self.dw_conv(x, mask)
-        h = self.dw_norm(h).transpose(1, 2)  # (B, T', C)
-        b, t, c = h.shape
-        q, k, v = self.qkv(h).view(b, t, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        out_mask = downsample_mask(mask, self.dw_convs[0].stride[0])
+        hs = [norm(conv(x, mask)[0]).transpose(1, 2) for conv, norm in zip(self.dw_convs, self.dw_norms)]
+        hs = hs * 3 if len(hs) == 1 else hs  # (B, T', C) each
+        b, t, c = hs[0].shape
+        q, k, v = (
+            proj(h).view(b, t, self.num_heads, c // self.num_heads).transpose(1, 2)
+            for proj, h in zip((self.q_proj, self.k_proj, self.v_proj), hs)
+        )
         drop = self.attn_drop if self.training else 0.0
         out = local_attention(q, k, v, out_mask, self.window_size, drop).transpose(1, 2).reshape(b, t, c)
         out = self.proj_drop(self.proj(out)).transpose(1, 2)
         return out * out_mask[:, None].to(out.dtype), out_mask
 
 
+class LayerScale1d(nn.Module):
+    """Learnable per-channel scale of a ``(B, C, T)`` residual branch (CaiT's LayerScale), ``init`` at start."""
+
+    def __init__(self, dim: int, init: float = 1e-4):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma[:, None]
+
+
 class TransformerBlock(nn.Module):
-    """Pre-norm transformer block on masked sequences; ``stride=2`` halves the length (max-pooled skip)."""
+    """Pre-norm transformer block on masked sequences; ``stride=2`` halves the length (max-pooled skip).
+
+    Each residual branch is scaled by a per-channel :class:`LayerScale1d` (initialised at ``layer_scale_init``;
+    ``None`` or 0: no scale) before drop path, as ActionFormer's ``AffineDropPath``.
+    """
 
     def __init__(
         self,
@@ -124,10 +150,14 @@ class TransformerBlock(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         path_drop: float = 0.0,
+        layer_scale_init: float | None = 1e-4,
+        separate_qkv_convs: bool = True,
     ):
         super().__init__()
         self.norm1 = LayerNorm1d(dim)
-        self.attn = LocalSelfAttention(dim, num_heads, window_size, stride, attn_drop, proj_drop)
+        self.attn = LocalSelfAttention(
+            dim, num_heads, window_size, stride, attn_drop, proj_drop, separate_qkv_convs
+        )
         self.skip = nn.MaxPool1d(3, stride, padding=1) if stride > 1 else nn.Identity()
         self.norm2 = LayerNorm1d(dim)
         self.mlp = nn.Sequential(
@@ -137,6 +167,9 @@ class TransformerBlock(nn.Module):
             nn.Conv1d(mlp_ratio * dim, dim, 1),
             nn.Dropout(proj_drop),
         )
+        scaled = bool(layer_scale_init)
+        self.ls1 = LayerScale1d(dim, layer_scale_init) if scaled else nn.Identity()
+        self.ls2 = LayerScale1d(dim, layer_scale_init) if scaled else nn.Identity()
         self.drop_path = DropPath(path_drop) if path_drop > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,8 +178,8 @@ class TransformerBlock(nn.Module):
         keep = out_mask[:, None].to(x.dtype)
         # -inf at padded positions: the pooled skip of a valid position never sees padding.
         skip = self.skip(x.masked_fill(~mask[:, None], float("-inf"))).masked_fill(~out_mask[:, None], 0.0)
-        x = skip + self.drop_path(attn)
-        x = x + self.drop_path(self.mlp(self.norm2(x)) * keep)
+        x = skip + self.drop_path(self.ls1(attn))
+        x = x + self.drop_path(self.ls2(self.mlp(self.norm2(x)) * keep))
         return x, out_mask
 
 

@@ -42,7 +42,8 @@ class ActionFormerModule(TALModule):
         in_channels, num_classes: filled from the datamodule by ``tal.run`` when ``null`` in the config.
         max_seq_len: the training length (``data.max_seq_len``); must be a multiple of ``2 ** (num_levels - 1)``.
         network: keyword arguments of :class:`ActionFormerNet` (embed_dim, head_dim, num_heads, window_size, ...).
-        regress_ranges: per level ``[lo, hi]`` in units of the level stride; ``None`` = ActionFormer's.
+        regress_ranges: per level ``[lo, hi]`` in input-grid positions, both ends inclusive (not multiplied by the
+            level's stride, as ActionFormer's configs write them); ``None`` = ActionFormer's.
         center_radius: centre sampling radius in units of the level stride.
         postprocess: keyword arguments of :func:`detect_video` (score_threshold, pre_nms_topk, nms_sigma, ...).
         lr, weight_decay, warmup_epochs, min_lr_ratio: AdamW + linear warm-up + per-step cosine schedule.
