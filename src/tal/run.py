@@ -129,8 +129,8 @@ def train(cfg: DictConfig) -> RunResult:
 
     Writes ``config.yaml``, ``metrics.json`` (the validation metrics and which weights gave them),
     ``{kind}_val.json`` and, with ``predict=true``, ``{kind}_{split}.json`` for each split of
-    ``predict_splits`` (``kind``: ``detections`` or ``proposals``). Returns a :class:`RunResult`; a notebook or a
-    pipeline chains stages through its ``paths``.
+    ``predict_splits`` (``kind``: ``detections``, ``proposals`` or ``class_scores``). Returns a
+    :class:`RunResult`; a notebook or a pipeline chains stages through its ``paths``.
     """
     from rich.console import Console
     from rich.markup import escape

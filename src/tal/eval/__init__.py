@@ -13,13 +13,14 @@ from tal.eval.detection import (
     interpolated_average_precision,
     resolve_tiou_thresholds,
 )
-from tal.eval.metrics import DetectionMAP, ProposalAR, SegmentCollector
+from tal.eval.metrics import ClassScoreCollector, DetectionMAP, ProposalAR, SegmentCollector, TopKAccuracy
 from tal.eval.proposal import ProposalResult, evaluate_proposals
 from tal.formats.annotations import load_ground_truth
 from tal.formats.results import Predictions, ResultsError, load_results, write_results
 
 __all__ = [
     "TIOU_PRESETS",
+    "ClassScoreCollector",
     "DetectionMAP",
     "DetectionResult",
     "Predictions",
@@ -27,6 +28,7 @@ __all__ = [
     "ProposalResult",
     "SegmentCollector",
     "ResultsError",
+    "TopKAccuracy",
     "evaluate_detection",
     "evaluate_proposals",
     "interpolated_average_precision",
