@@ -337,3 +337,17 @@ def test_run_writes_class_scores_for_each_split(tmp_path):
     ]
     with pytest.warns(UserWarning, match=r"class_scores_test.json: 2 of 4 videos of the test split were not"):
         train(compose(partial))
+
+
+def test_class_scores_under_ddp_equal_one_process(tmp_path):
+    """Prediction from one checkpoint on two spawned processes writes the file one process writes."""
+    overrides = ["experiment=classifier_synthetic", "debug=fast", f"paths.root_dir={tmp_path}"]
+    single = train(compose([*overrides, "predict=true", "predict_splits=[val,test]"]))
+    ckpt = single.paths["checkpoint_last"]
+    again = [*overrides, "train=false", f"ckpt_path={ckpt}", "predict=true", "predict_splits=[val,test]"]
+    ddp = train(compose([*again, "trainer=ddp_sim"]))
+    assert ddp.metrics["val/top1"] == single.metrics["val/top1"]
+    for split in ("val", "test"):
+        one, two = (load_class_scores(r.paths[f"class_scores_{split}"]) for r in (single, ddp))
+        assert two.video_ids == one.video_ids and len(one) in (4, 8)
+        np.testing.assert_allclose(two.probs, one.probs, rtol=1e-5, atol=1e-6)

@@ -135,7 +135,7 @@ def topk_table(scores: ClassScores, labels: dict[str, str | None]) -> dict[str, 
     if not videos:
         return {"videos": 0}
     acc = topk_accuracy(torch.from_numpy(scores.for_videos(videos).probs), torch.from_numpy(ids))
-    return {**acc, "videos": len(videos)}
+    return {**{k: round(v * len(videos)) / len(videos) for k, v in acc.items()}, "videos": len(videos)}
 
 
 def ensemble_runs(
