@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch.utils.data.distributed import DistributedSampler
 
 from tal.data import TALDataModule
-from tal.eval import ClassScoreCollector, TopKAccuracy
+from tal.eval import ClassScoreCollector, TopKAccuracy, load_ground_truth
+from tal.eval.classification import split_topk_accuracy
 from tal.formats import AnnotationSet, VideoAnnotation, load_class_scores
 from tal.models.classifier import (
     AttentionHead,
@@ -315,12 +316,30 @@ def test_overfit_tiny_reaches_high_top1(tmp_path):
 
 def test_run_writes_class_scores_for_each_split(tmp_path):
     overrides = ["experiment=classifier_synthetic", "debug=fast", f"paths.root_dir={tmp_path}"]
-    result = train(
-        compose([*overrides, "predict=true", "predict_splits=[val,test]", "model.tta.num_clips=3"])
-    )
-    assert set(result.metrics) >= {"val/top1", "val/top2", "val/top3", "val/score", "val/loss"}
+    extra = [
+        "predict=true",
+        "predict_splits=[val,test]",
+        "model.tta.num_clips=3",
+        "eval.clean_ground_truth=true",
+    ]
+    result = train(compose([*overrides, *extra]))
+    assert set(result.metrics) >= {
+        "val/top1",
+        "val/top2",
+        "val/top3",
+        "val/score",
+        "val/loss",
+        "val_clean/top1",
+    }
     assert result.metrics["val/score"] == result.metrics["val/top1"]
-    db = json.loads((tmp_path / "data/synthetic/tiny-seed0/annotations_gt.json").read_text())["database"]
+    ann_file = tmp_path / "data/synthetic/tiny-seed0/annotations_gt.json"
+    # eval_val.json holds, in float64, the top-k of the written val scores against the annotation file
+    report = json.loads((Path(result.paths["metrics"]).parent / "eval_val.json").read_text())
+    again = split_topk_accuracy(
+        load_ground_truth(ann_file), load_class_scores(result.paths["class_scores_val"])
+    )
+    assert {k: report[f"val/{k}"] for k in again} == again and "checks" not in report
+    db = json.loads(ann_file.read_text())["database"]
     for split, subset in (("val", "validation"), ("test", "testing")):
         scores = load_class_scores(result.paths[f"class_scores_{split}"])
         assert sorted(scores.video_ids) == sorted(v for v, e in db.items() if e["subset"] == subset)

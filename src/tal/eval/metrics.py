@@ -25,7 +25,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from tal.eval.classification import topk_accuracy, video_label_ids
+from tal.eval.classification import split_topk_accuracy
 from tal.eval.detection import evaluate_detection, resolve_tiou_thresholds
 from tal.eval.proposal import evaluate_proposals
 from tal.formats.annotations import AnnotationSet
@@ -206,14 +206,16 @@ class DetectionMAP(SegmentCollector):
         ground_truth: AnnotationSet,
         video_ids: Sequence[str],
         tiou_thresholds: str | Sequence[float] = "anet",
+        protocol: str = "official",
         **kwargs,
     ) -> None:
         super().__init__(video_ids, ground_truth.label_names, **kwargs)
         self.ground_truth = ground_truth
         self.tiou_thresholds = resolve_tiou_thresholds(tiou_thresholds)
+        self.protocol = protocol
 
     def compute(self) -> dict[str, Tensor]:
-        result = evaluate_detection(self.ground_truth, super().compute(), self.tiou_thresholds)
+        result = evaluate_detection(self.ground_truth, super().compute(), self.tiou_thresholds, self.protocol)
         return {k: torch.tensor(v, dtype=torch.float64) for k, v in result.metrics().items()}
 
 
@@ -223,14 +225,22 @@ class ProposalAR(SegmentCollector):
     higher_is_better = True
 
     def __init__(
-        self, ground_truth: AnnotationSet, video_ids: Sequence[str], max_avg_proposals: int = 100, **kwargs
+        self,
+        ground_truth: AnnotationSet,
+        video_ids: Sequence[str],
+        max_avg_proposals: int = 100,
+        protocol: str = "official",
+        **kwargs,
     ) -> None:
         super().__init__(video_ids, None, **kwargs)
         self.ground_truth = ground_truth
         self.max_avg_proposals = int(max_avg_proposals)
+        self.protocol = protocol
 
     def compute(self) -> dict[str, Tensor]:
-        result = evaluate_proposals(self.ground_truth, super().compute(), self.max_avg_proposals)
+        result = evaluate_proposals(
+            self.ground_truth, super().compute(), self.max_avg_proposals, protocol=self.protocol
+        )
         return {k: torch.tensor(v, dtype=torch.float64) for k, v in result.metrics().items()}
 
 
@@ -321,19 +331,12 @@ class TopKAccuracy(ClassScoreCollector):
         **kwargs,
     ) -> None:
         super().__init__(video_ids, ground_truth.label_names, **kwargs)
-        labels = video_label_ids(ground_truth)
-        self.labelled = {v: labels[v] for v in self.video_ids if v in labels}
+        self.ground_truth = ground_truth
         self.ks = tuple(int(k) for k in ks)
+        ids = set(self.video_ids)
+        if not any(v.video_id in ids and v.num_instances for v in ground_truth):
+            raise ValueError(f"{type(self).__name__}: no video of the split has a video label (no instances)")
 
     def compute(self) -> dict[str, Tensor]:
-        scores = super().compute()
-        if not self.labelled:
-            raise ValueError(f"{type(self).__name__}: no video of the split has a video label (no instances)")
-        seen = [v for v in scores.video_ids if v in self.labelled]
-        acc = {f"top{k}": 0.0 for k in self.ks if k <= len(self.label_names)}
-        if seen:
-            labels = torch.tensor([self.labelled[v] for v in seen])
-            acc = topk_accuracy(torch.from_numpy(scores.for_videos(seen).probs), labels, self.ks)
-        # hits over every labelled video of the split: unpredicted videos are misses
-        hits = {k: round(v * len(seen)) for k, v in acc.items()}
-        return {k: torch.tensor(n / len(self.labelled), dtype=torch.float64) for k, n in hits.items()}
+        acc = split_topk_accuracy(self.ground_truth, super().compute(), self.video_ids, self.ks)
+        return {k: torch.tensor(v, dtype=torch.float64) for k, v in acc.items()}
