@@ -154,8 +154,9 @@ def train(cfg: DictConfig) -> RunResult:
 
     Writes ``config.yaml``, ``run.log``, ``data_report.json`` (what the data layer dropped, skipped and warned
     about), ``metrics.json`` (the validation metrics and which weights gave them), ``{kind}_val.json`` and, with
-    ``predict=true``, ``{kind}_{split}.json`` for each split of ``predict_splits`` (``kind``: ``detections`` or
-    ``proposals``). Returns a :class:`RunResult`; a notebook or a pipeline chains stages through its ``paths``.
+    ``predict=true``, ``{kind}_{split}.json`` for each split of ``predict_splits`` (``kind``: ``detections``,
+    ``proposals`` or ``class_scores``). Returns a :class:`RunResult`; a notebook or a pipeline chains stages
+    through its ``paths``.
     """
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

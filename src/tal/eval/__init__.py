@@ -26,6 +26,8 @@ _EXPORTS = {
     "DetectionMAP": "tal.eval.metrics",
     "ProposalAR": "tal.eval.metrics",
     "SegmentCollector": "tal.eval.metrics",
+    "ClassScoreCollector": "tal.eval.metrics",
+    "TopKAccuracy": "tal.eval.metrics",
     "load_ground_truth": "tal.formats.annotations",
     "Predictions": "tal.formats.results",
     "ResultsError": "tal.formats.results",

@@ -7,8 +7,9 @@ from torch import Tensor
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from tal.formats.annotations import AnnotationSet, video_label
+from tal.formats.class_scores import ClassScores
 
-__all__ = ["video_label_ids", "topk_accuracy"]
+__all__ = ["video_label_ids", "topk_accuracy", "split_topk_accuracy"]
 
 
 def video_label_ids(ground_truth: AnnotationSet) -> dict[str, int]:
@@ -48,3 +49,26 @@ def topk_accuracy(
         for k in ks
         if k <= num_classes
     }
+
+
+def split_topk_accuracy(
+    ground_truth: AnnotationSet,
+    scores: ClassScores,
+    video_ids: list[str] | None = None,
+    ks: tuple[int, ...] = (1, 2, 3, 5),
+) -> dict[str, float]:
+    """Top-k accuracy of ``scores`` over the labelled videos of a split (``video_ids``, default: every video of
+    ``ground_truth``): a labelled video missing from ``scores`` counts as a miss, so the number is over the
+    split, not over what was predicted. Exact fractions ``hits / labelled videos``; ``k > C`` left out."""
+    labels = video_label_ids(ground_truth)
+    ids = list(ground_truth.videos) if video_ids is None else list(video_ids)
+    labelled = {v: labels[v] for v in ids if v in labels}
+    if not labelled:
+        raise ValueError("no video of the split has a video label (no instances)")
+    seen = [v for v in scores.video_ids if v in labelled]
+    num_classes = len(scores.label_names)
+    acc = {f"top{k}": 0.0 for k in ks if k <= num_classes}
+    if seen:
+        target = torch.tensor([labelled[v] for v in seen])
+        acc = topk_accuracy(torch.from_numpy(scores.for_videos(seen).probs), target, ks)
+    return {k: round(v * len(seen)) / len(labelled) for k, v in acc.items()}

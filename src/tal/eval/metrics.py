@@ -2,7 +2,9 @@
 
 :class:`SegmentCollector` gathers per-video segment predictions across processes and returns them as one
 :class:`~tal.formats.Predictions` (it needs no ground truth: prediction on any split uses it);
-:class:`DetectionMAP` and :class:`ProposalAR` extend it with the evaluation.
+:class:`DetectionMAP` and :class:`ProposalAR` extend it with the evaluation. :class:`ClassScoreCollector`
+does the same for video-level class probabilities (one row per video, a :class:`~tal.formats.ClassScores`),
+and :class:`TopKAccuracy` extends it with top-k accuracy of the video label.
 
 States are flat tensors concatenated across processes: one row per prediction (``segments``, ``scores``,
 ``labels``, ``video_idx``) plus one row per updated sample (``sample_video_idx``, ``sample_rows``) that
@@ -23,12 +25,21 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from tal.eval.classification import split_topk_accuracy
 from tal.eval.detection import evaluate_detection, resolve_tiou_thresholds
 from tal.eval.proposal import evaluate_proposals
 from tal.formats.annotations import AnnotationSet
+from tal.formats.class_scores import ClassScores
 from tal.formats.results import Predictions
 
-__all__ = ["DetectionMAP", "ProposalAR", "SegmentCollector", "first_sample_rows"]
+__all__ = [
+    "ClassScoreCollector",
+    "DetectionMAP",
+    "ProposalAR",
+    "SegmentCollector",
+    "TopKAccuracy",
+    "first_sample_rows",
+]
 
 
 def first_sample_rows(sample_video_idx: Tensor, sample_rows: Tensor) -> Tensor:
@@ -231,3 +242,101 @@ class ProposalAR(SegmentCollector):
             self.ground_truth, super().compute(), self.max_avg_proposals, protocol=self.protocol
         )
         return {k: torch.tensor(v, dtype=torch.float64) for k, v in result.metrics().items()}
+
+
+class ClassScoreCollector(Metric):
+    """Per-video class probabilities of one split, gathered across processes and de-duplicated.
+
+    Args:
+        video_ids: the split's ordered video ids; ``update`` takes indices into this list.
+        label_names: the ``C`` class names of the probability columns.
+
+    States are one row per updated sample (``probs (C,)`` float64 and ``video_idx``), concatenated across
+    processes; ``compute()`` keeps the first sample of each video in gather order (rank 0 first: Lightning's
+    padding repeats come later) and returns the :class:`~tal.formats.ClassScores` of the updated videos in
+    ``video_ids`` order, so the result does not depend on the number of processes.
+    """
+
+    full_state_update = False
+
+    def __init__(self, video_ids: Sequence[str], label_names: Sequence[str], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.video_ids = list(video_ids)
+        self.label_names = list(label_names)
+        self._scores: ClassScores | None = None
+        self.add_state("probs", default=[], dist_reduce_fx="cat")
+        self.add_state("video_idx", default=[], dist_reduce_fx="cat")
+
+    def update(self, video_idx: Tensor, probs: Tensor) -> None:
+        """Add a batch: ``video_idx (B,)`` and ``probs (B, C)`` class probabilities."""
+        where = f"{type(self).__name__}.update"
+        video_idx = torch.as_tensor(video_idx, dtype=torch.long).reshape(-1)
+        probs = torch.as_tensor(probs).detach()
+        if probs.shape != (len(video_idx), len(self.label_names)):
+            raise ValueError(
+                f"{where}: expected probabilities of shape ({len(video_idx)}, {len(self.label_names)}) "
+                f"(videos, classes), got {tuple(probs.shape)}"
+            )
+        if len(video_idx) and not 0 <= int(video_idx.min()) <= int(video_idx.max()) < len(self.video_ids):
+            raise ValueError(f"{where}: video_idx {video_idx.tolist()} outside [0, {len(self.video_ids)})")
+        self.probs.append(probs.to(self.device, torch.float64))
+        self.video_idx.append(video_idx.to(self.device))
+
+    def compute(self) -> ClassScores:
+        """The synced class scores, one row per updated video (first sample kept), in video order."""
+        self._scores = self._gathered()
+        return self._scores
+
+    def _gathered(self) -> ClassScores:
+        C = len(self.label_names)
+        probs = dim_zero_cat(self.probs).cpu() if len(self.probs) else torch.zeros(0, C, dtype=torch.float64)
+        video_idx = (
+            dim_zero_cat(self.video_idx).cpu() if len(self.video_idx) else torch.zeros(0, dtype=torch.long)
+        )
+        videos, first = np.unique(video_idx.numpy(), return_index=True)  # sorted; first occurrence of each
+        return ClassScores(
+            [self.video_ids[v] for v in videos.tolist()],
+            probs.reshape(-1, C)[first].numpy(),
+            self.label_names,
+        )
+
+    def reset(self) -> None:
+        super().reset()
+        self._scores = None
+
+    @property
+    def predictions(self) -> ClassScores:
+        """The class scores of the last ``compute()``."""
+        if self._scores is None:
+            raise RuntimeError(f"{type(self).__name__}.predictions needs compute() first")
+        return self._scores
+
+
+class TopKAccuracy(ClassScoreCollector):
+    """Top-1/2/3/5 accuracy of the video label (:func:`tal.formats.video_label`) over ``video_ids``.
+
+    Every video of ``video_ids`` with instances counts; one never updated counts as a miss (as a video without
+    predictions still counts its ground truth in :class:`DetectionMAP`). ``compute()`` returns
+    ``{"top1": ..., "top2": ..., "top3": ..., "top5": ...}`` (k larger than the number of classes left out) as
+    float64 scalar tensors; the class scores it scored are then in :attr:`predictions`.
+    """
+
+    higher_is_better = True
+
+    def __init__(
+        self,
+        ground_truth: AnnotationSet,
+        video_ids: Sequence[str],
+        ks: Sequence[int] = (1, 2, 3, 5),
+        **kwargs,
+    ) -> None:
+        super().__init__(video_ids, ground_truth.label_names, **kwargs)
+        self.ground_truth = ground_truth
+        self.ks = tuple(int(k) for k in ks)
+        ids = set(self.video_ids)
+        if not any(v.video_id in ids and v.num_instances for v in ground_truth):
+            raise ValueError(f"{type(self).__name__}: no video of the split has a video label (no instances)")
+
+    def compute(self) -> dict[str, Tensor]:
+        acc = split_topk_accuracy(self.ground_truth, super().compute(), self.video_ids, self.ks)
+        return {k: torch.tensor(v, dtype=torch.float64) for k, v in acc.items()}
