@@ -146,6 +146,12 @@ class TALDataModule(pl.LightningDataModule):
             raise ValueError("set data.annotation_file and data.feature_dirs (or data.synthetic.preset)")
         return self.annotation_file, self.feature_dirs
 
+    @property
+    def annotation_path(self) -> str:
+        """The annotation file the data module reads (the synthetic set's ``annotations_gt.json`` when
+        synthetic); with :attr:`subsets`, what ``python -m tal.eval`` scores a split against."""
+        return self._sources()[0]
+
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
         if self._splits:
