@@ -371,6 +371,17 @@ def test_missing_proposals_name_the_command_the_file_and_the_video(tiny, tmp_pat
         dm.input_proposals("val")
 
 
+def test_predicting_alone_needs_only_the_predicted_splits_files(tiny, tmp_path):
+    plain = TALDataModule(**_args(tiny))
+    plain.setup()
+    _write_inputs(tmp_path, plain, ["test"])  # no train / val files
+    dm = CascadeDataModule(proposals_dir=str(tmp_path), **_args(tiny))
+    dm.setup("predict")
+    assert set(dm.input_proposals("test")) == set(dm.video_ids("test"))
+    with pytest.raises(FileNotFoundError, match=r"proposals_val.json: no input proposals for the val split"):
+        CascadeDataModule(proposals_dir=str(tmp_path), **_args(tiny)).setup("validate")
+
+
 def test_items_carry_the_selected_input_proposals_on_their_axis(tiny, tmp_path):
     dm = _with_inputs(tiny, tmp_path, input={"top_k": 5, "nms": False})
     assert dm.max_seq_len == 1000 and dm.regime == "cap"

@@ -164,15 +164,18 @@ def test_duplicated_video_key_and_non_utf8(tmp_path):
         load_annotations(path)
 
 
-def test_missing_or_zero_fps_is_found_at_setup(tmp_path):
+@pytest.mark.parametrize("regime", ["native", "cap"])  # both place features at their own rate
+def test_missing_or_zero_fps_is_found_at_setup(tmp_path, regime):
     ann, feats = make_data(tmp_path)
     db = json.loads(ann.read_text())
     db["database"]["vid5"]["fps"] = 0
     del db["database"]["vid1"]["fps"]
     ann.write_text(json.dumps(db))
-    with pytest.raises(ValueError, match=r"2 videos have no usable fps.*'vid1'.*'vid5'.*data.fps"):
-        datamodule(ann, feats)
-    assert datamodule(ann, feats, fps=30.0).num_classes == 2  # a given fps serves every video
+    with pytest.raises(
+        ValueError, match=rf"2 videos have no usable fps.*'vid1'.*'vid5'.*{regime} regime.*data.fps"
+    ):
+        datamodule(ann, feats, regime=regime)
+    assert datamodule(ann, feats, fps=30.0, regime=regime).num_classes == 2  # a given fps serves every video
 
 
 # ------------------------------------------------------------------------------------------ plausibility

@@ -136,8 +136,9 @@ class CascadeDataModule(TALDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
-        # fail before training, not after the first epoch; predicting alone needs only its splits' files
-        needed = {"fit": ("train", "val"), None: ("train", "val"), "validate": ("val",)}.get(stage, ())
+        # fail before training, not after the first epoch; predicting alone needs only its splits' files (and
+        # the accessors' setup() without a stage needs none: Lightning's setup("fit") still checks before fit)
+        needed = {"fit": ("train", "val"), "validate": ("val",)}.get(stage, ())
         for split in needed:
             self.proposals_file(split)
 
