@@ -248,7 +248,9 @@ def _overrides() -> list[str]:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="run")
 def main(cfg: DictConfig) -> float | None:
-    if cfg.get("pipeline") is not None:  # a multi-stage experiment (tal.pipeline): its stages are tal.run runs
+    if (
+        cfg.get("pipeline") is not None
+    ):  # a multi-stage experiment (tal.pipeline): its stages are tal.run runs
         from tal.pipeline import run_pipeline
 
         return run_pipeline(cfg)["final"]["mAP"]
