@@ -3,12 +3,12 @@
 # skipped, so the script resumes. From the root of a tal checkout:
 #
 #   OFFICIAL=/path/to/actionformer_release ANNOTATIONS=/path/to/thumos14.json \
-#       bash experiments/actionformer_parity/runs.sh main|ablations|default
+#       bash experiments/actionformer_parity/runs.sh main|ablations|variants|default
 #
 # PY: a Python where tal imports; PY_OFFICIAL: one where the official code's requirements import too (its NMS
 # extension built); HEAVY: a prefix for each training (on the shared development machine HEAVY=/work/bin/heavy).
 set -euo pipefail
-what=${1:?main, ablations or default}
+what=${1:?main, ablations, variants or default}
 PY=${PY:-python}
 PY_OFFICIAL=${PY_OFFICIAL:-$PY}
 HEAVY=${HEAVY:-}
@@ -64,20 +64,26 @@ case $what in
     tal tal_seed1_ranges_x_stride 1 'model.regress_ranges=[[0,4],[8,16],[32,64],[128,256],[512,1024],[2048,320000]]'
     tal tal_seed1_no_layerscale 1 model.network.layer_scale_init=null
     tal tal_seed1_shared_qkv_conv 1 model.network.separate_qkv_convs=false
-    tal tal_seed1_plain_relu 1 model.network.revive_offsets=false  # the official offsets' ReLU gradient
-    tal tal_seed2_plain_relu 2 model.network.revive_offsets=false
-    official official_seed1_tal_padding 1 --tal-padding
     official official_seed2_revive_offsets 2 --revive-offsets  # the official code with tal's fix of seed 2
-    tal_variant tal_seed1_official_truncation 1 --official-truncation
     # inference only: the seed-1 weights with segment voting after per-class Soft-NMS (tal's earlier THUMOS recipe)
     [ -f "$OUT/tal_seed1_voting/detections_val.json" ] || $HEAVY $PY -m tal.run \
       experiment=actionformer_thumos_synthetic data.synthetic.annotations="$ANNOTATIONS" seed=1 train=false \
       ckpt_path="$OUT/tal_seed1/checkpoints/last.ckpt" model.postprocess.voting_iou_threshold=0.7 \
       callbacks.progress_bar=null hydra.run.dir="$OUT/tal_seed1_voting"
     ;;
-  default)  # the default experiment of `make run` (README figure)
-    [ -f "$OUT/default/metrics.json" ] || $HEAVY $PY -m tal.run experiment=actionformer_synthetic \
-      callbacks.progress_bar=null hydra.run.dir="$OUT/default"
+  variants)  # harness variants for the differences left as they are (README: not measured yet)
+    tal tal_seed1_plain_relu 1 model.network.revive_offsets=false  # the official offsets' ReLU gradient
+    tal tal_seed2_plain_relu 2 model.network.revive_offsets=false
+    official official_seed1_tal_padding 1 --tal-padding
+    tal_variant tal_seed1_official_truncation 1 --official-truncation
+    ;;
+  default)  # the default experiment of `make run` and its feature views (the README's figures)
+    for view in both i3d slowfast; do
+      name=default views=()
+      [ "$view" = both ] || { name=default_$view; views=("data.views=[$view]"); }
+      [ -f "$OUT/$name/metrics.json" ] || $HEAVY $PY -m tal.run experiment=actionformer_synthetic \
+        callbacks.progress_bar=null hydra.run.dir="$OUT/$name" "${views[@]}"
+    done
     ;;
   *) echo "unknown: $what" >&2; exit 2 ;;
 esac
