@@ -145,3 +145,16 @@ def test_command_line_overrides_reach_every_stage_but_model_keys_are_refused():
     ]
     with pytest.raises(PipelineError, match=r"pipeline.<stage>.set.model.lr"):
         forwarded_overrides(["model.lr=0.1"])
+
+
+@pytest.mark.parametrize("experiment", ["two_stage_synthetic", "two_stage_fineaction"])
+def test_every_stage_of_a_pipeline_experiment_composes(experiment, tmp_path):
+    from tal.pipeline import compose_stage
+    from tal.run import compose
+
+    p = compose([f"experiment={experiment}"]).pipeline
+    for block in [p.proposals, p.cascade, *p.classifiers.values()]:
+        overrides = [f"experiment={block.experiment}", *set_overrides(dict(block.set))]
+        cfg = compose_stage(overrides, tmp_path)
+        assert cfg.model._target_.startswith("tal.models.") and cfg.paths.output_dir == str(tmp_path)
+    assert cfg.model.network.head == "attention"
