@@ -2,9 +2,11 @@
 
 * Detection AP / proposal AR: transcriptions of the official ActivityNet ``Evaluation`` code
   (``segment_iou``, ``interpolated_prec_rec``, ``compute_average_precision_detection``,
-  ``average_recall_vs_avg_nr_proposals``) on plain lists, without pandas. Deviations, all documented in
-  ``tal.eval``: ties use a stable order (equal scores: input order; equal tIoU: ground-truth order) instead of
-  numpy's unstable argsort, and a non-positive union gives tIoU 0 instead of NaN.
+  ``average_recall_vs_avg_nr_proposals``) on plain lists, without pandas. Rankings use
+  ``np.argsort(x, kind="stable")[::-1]``: the official ``argsort()[::-1]`` for tie groups of up to 16 (numpy
+  sorts those stably), i.e. equal scores / equal tIoU: the later item first, NaN tIoU first. tIoU is unguarded
+  (NaN for a zero union) unless ``strict`` (0 for a non-positive union). ``actionformer_filter`` transcribes
+  ActionFormer's ``remove_duplicate_annotations``.
 * Soft-NMS / NMS: transcriptions of ActionFormer's C++ ``nms_cpu`` loops (including the in-place swaps), per
   class, followed by the global sort and cut of its ``batched_nms`` -- without the ``+ 1e-6`` added to lengths.
 """
@@ -17,8 +19,9 @@ import numpy as np
 
 
 # ----------------------------------------------------------------------------------------------- detection
-def segment_iou(target_segment, candidate_segments):
-    """tIoU of one ``[s, e]`` against ``(n, 2)`` candidates, as the official code (0 for a non-positive union)."""
+def segment_iou(target_segment, candidate_segments, strict=False):
+    """tIoU of one ``[s, e]`` against ``(n, 2)`` candidates, as the official code (NaN for a zero union);
+    ``strict``: 0 for a non-positive union."""
     candidate_segments = np.asarray(candidate_segments, dtype=np.float64).reshape(-1, 2)
     tt1 = np.maximum(target_segment[0], candidate_segments[:, 0])
     tt2 = np.minimum(target_segment[1], candidate_segments[:, 1])
@@ -28,10 +31,31 @@ def segment_iou(target_segment, candidate_segments):
         + (target_segment[1] - target_segment[0])
         - segments_intersection
     )
-    out = np.zeros(len(candidate_segments))
-    pos = segments_union > 0
-    out[pos] = segments_intersection[pos].astype(float) / segments_union[pos]
-    return out
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tiou = segments_intersection.astype(float) / segments_union
+    if strict:
+        tiou = np.where(segments_union > 0, tiou, 0.0)
+    return tiou
+
+
+def official_argsort_desc(values):
+    """``values.argsort()[::-1]`` with numpy's stable order on ties (what it does for up to 16 equal values)."""
+    return np.argsort(np.asarray(values, dtype=np.float64), kind="stable")[::-1]
+
+
+def actionformer_filter(gt_rows, tol=1e-3):
+    """ActionFormer's ``remove_duplicate_annotations`` per video on ``(video, label, s, e)`` rows: drop rows
+    shorter than ``tol`` and same-label rows within ``tol`` (start and end) of an earlier kept row."""
+    kept = []
+    for video, label, s, e in gt_rows:
+        valid = (e - s) >= tol
+        for v2, l2, s2, e2 in kept:
+            if v2 == video and abs(s - s2) <= tol and abs(e - e2) <= tol and l2 == label:
+                valid = False
+                break
+        if valid:
+            kept.append((video, label, s, e))
+    return kept
 
 
 def interpolated_prec_rec(prec, rec):
@@ -45,7 +69,7 @@ def interpolated_prec_rec(prec, rec):
     return ap
 
 
-def compute_average_precision_detection(ground_truth, prediction, tiou_thresholds):
+def compute_average_precision_detection(ground_truth, prediction, tiou_thresholds, strict=False):
     """AP of one class. ``ground_truth``: list of ``(video, t_start, t_end)``; ``prediction``: list of
     ``(video, t_start, t_end, score)`` in input order. Returns ``(T,)``."""
     tiou_thresholds = np.asarray(tiou_thresholds)
@@ -55,7 +79,7 @@ def compute_average_precision_detection(ground_truth, prediction, tiou_threshold
     npos = float(len(ground_truth))
     lock_gt = np.ones((len(tiou_thresholds), len(ground_truth))) * -1
     scores = np.array([p[3] for p in prediction], dtype=np.float64)
-    sort_idx = np.argsort(-scores, kind="stable")  # documented tie rule: input order
+    sort_idx = official_argsort_desc(scores)
     prediction = [prediction[i] for i in sort_idx]
     tp = np.zeros((len(tiou_thresholds), len(prediction)))
     fp = np.zeros((len(tiou_thresholds), len(prediction)))
@@ -69,8 +93,8 @@ def compute_average_precision_detection(ground_truth, prediction, tiou_threshold
             fp[:, idx] = 1
             continue
         this_gt = gt_by_video[video]
-        tiou_arr = segment_iou(np.array([s, e]), np.array([[gs, ge] for _, gs, ge in this_gt]))
-        tiou_sorted_idx = np.argsort(-tiou_arr, kind="stable")  # documented tie rule: GT order
+        tiou_arr = segment_iou(np.array([s, e]), np.array([[gs, ge] for _, gs, ge in this_gt]), strict)
+        tiou_sorted_idx = official_argsort_desc(tiou_arr)
         for tidx, tiou_thr in enumerate(tiou_thresholds):
             for jdx in tiou_sorted_idx:
                 if tiou_arr[jdx] < tiou_thr:
@@ -93,7 +117,7 @@ def compute_average_precision_detection(ground_truth, prediction, tiou_threshold
     return ap
 
 
-def detection_ap_reference(gt_rows, pred_rows, tiou_thresholds):
+def detection_ap_reference(gt_rows, pred_rows, tiou_thresholds, strict=False):
     """Per-class AP like ``ANETdetection.wrapper_compute_average_precision``.
 
     Args:
@@ -109,12 +133,14 @@ def detection_ap_reference(gt_rows, pred_rows, tiou_thresholds):
     for label in labels:
         gt = [(v, s, e) for v, lab, s, e in gt_rows if lab == label]
         pred = [(v, s, e, p) for v, lab, s, e, p in pred_rows if lab == label]
-        out[label] = compute_average_precision_detection(gt, pred, tiou_thresholds)
+        out[label] = compute_average_precision_detection(gt, pred, tiou_thresholds, strict)
     return out
 
 
 # ----------------------------------------------------------------------------------------------- proposals
-def average_recall_vs_avg_nr_proposals(gt_rows, proposal_rows, max_avg_nr_proposals, tiou_thresholds):
+def average_recall_vs_avg_nr_proposals(
+    gt_rows, proposal_rows, max_avg_nr_proposals, tiou_thresholds, strict=False
+):
     """Official AR-AN. ``gt_rows``: ``(video, t_start, t_end)``; ``proposal_rows``: ``(video, s, e, score)``.
 
     Returns ``recall (T, 100)``, ``avg_recall (100,)``, ``proposals_per_video (100,)``.
@@ -131,7 +157,7 @@ def average_recall_vs_avg_nr_proposals(gt_rows, proposal_rows, max_avg_nr_propos
         if len(props) == 0:
             score_lst.append(np.zeros((len(this_video_ground_truth), 1)))
             continue
-        sort_idx = np.argsort(-np.array([p for _, _, p in props]), kind="stable")
+        sort_idx = official_argsort_desc([p for _, _, p in props])
         this_video_proposals = np.array([[props[i][0], props[i][1]] for i in sort_idx])
         nr_proposals = np.minimum(int(this_video_proposals.shape[0] * ratio), this_video_proposals.shape[0])
         total_nr_proposals += nr_proposals
@@ -139,7 +165,7 @@ def average_recall_vs_avg_nr_proposals(gt_rows, proposal_rows, max_avg_nr_propos
         # wrapper_segment_iou(target=proposals, candidate=ground truth) -> (n_gt, n_proposals)
         tiou = np.empty((len(this_video_ground_truth), len(this_video_proposals)))
         for i in range(len(this_video_proposals)):
-            tiou[:, i] = segment_iou(this_video_proposals[i, :], this_video_ground_truth)
+            tiou[:, i] = segment_iou(this_video_proposals[i, :], this_video_ground_truth, strict)
         score_lst.append(tiou)
 
     pcn_lst = np.arange(1, 101) / 100.0 * (max_avg_nr_proposals * float(len(video_lst)) / total_nr_proposals)

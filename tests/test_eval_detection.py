@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from reference_eval import (
+    actionformer_filter,
     detection_ap_reference,
     ground_truth_from_rows,
     interpolated_prec_rec,
@@ -14,10 +15,10 @@ from tal.formats.results import ResultsError
 from tal.ops import paired_segment_iou
 
 
-def _evaluate(gt_rows, pred_rows, tiou, label_names=None, extra_gt_videos=()):
+def _evaluate(gt_rows, pred_rows, tiou, label_names=None, extra_gt_videos=(), protocol="official"):
     label_names = label_names or sorted({r[1] for r in gt_rows})
     gt = ground_truth_from_rows(gt_rows, label_names, extra_videos=extra_gt_videos)
-    return evaluate_detection(gt, predictions_from_rows(pred_rows), tiou)
+    return evaluate_detection(gt, predictions_from_rows(pred_rows), tiou, protocol=protocol)
 
 
 def test_presets_are_the_linspace_floats():
@@ -72,20 +73,39 @@ def test_threshold_float_from_linspace_matters():
     assert _evaluate(*rows, [0.9]).ap[0, 0] == 0.0
 
 
-def test_score_ties_follow_input_order():
+def test_score_ties_later_prediction_first():
+    """The official argsort()[::-1]: among equal scores the later row of the file is ranked first."""
     gt = [("v", "a", 0.0, 10.0)]
     hit, miss = ("v", "a", 0.0, 10.0, 0.5), ("v", "a", 50.0, 60.0, 0.5)
-    assert _evaluate(gt, [hit, miss], [0.5]).ap[0, 0] == 1.0
-    assert _evaluate(gt, [miss, hit], [0.5]).ap[0, 0] == 0.5
+    assert _evaluate(gt, [hit, miss], [0.5]).ap[0, 0] == 0.5  # ranked miss, hit
+    assert _evaluate(gt, [miss, hit], [0.5]).ap[0, 0] == 1.0  # ranked hit, miss
+    for rows in ([hit, miss], [miss, hit]):
+        assert _evaluate(gt, rows, [0.5]).ap[0, 0] == detection_ap_reference(gt, rows, [0.5])["a"][0]
 
 
-def test_equal_tiou_ground_truths_taken_in_gt_order():
-    # the prediction [5,15] has tIoU 1/3 with both GTs; it takes the first, so [10,20] later matches the second
+def test_equal_tiou_ground_truths_later_first():
+    # the prediction [5,15] has tIoU 1/3 with both GTs and takes the later one; [0,10] then finds its GT free
     gt = [("v", "a", 0.0, 10.0), ("v", "a", 10.0, 20.0)]
     preds = [("v", "a", 5.0, 15.0, 0.9), ("v", "a", 0.0, 10.0, 0.8)]
-    # first pred takes GT 0 at thr .3; second pred ([0,10]) then finds GT 0 locked, GT 1 has tIoU 0 -> FP
-    np.testing.assert_allclose(_evaluate(gt, preds, [0.3]).ap[:, 0], [0.5])
-    np.testing.assert_allclose(_evaluate(gt[::-1], preds, [0.3]).ap[:, 0], [1.0])
+    np.testing.assert_allclose(_evaluate(gt, preds, [0.3]).ap[:, 0], [1.0])
+    # reversed ground truth: [5,15] takes [0,10] (now later), so the second prediction is a false positive
+    np.testing.assert_allclose(_evaluate(gt[::-1], preds, [0.3]).ap[:, 0], [0.5])
+    assert detection_ap_reference(gt[::-1], preds, [0.3])["a"][0] == 0.5
+
+
+def test_large_tie_groups_keep_the_rule():
+    """40 predictions of equal score (beyond numpy's 16): tal keeps "later first", like the reference."""
+    gt = [("v", "a", float(10 * k), float(10 * k + 5)) for k in range(20)]
+    preds = [("v", "a", float(10 * k), float(10 * k + 5) + (0 if k % 2 else 30), 0.5) for k in range(40)]
+    result = _evaluate(gt, preds, [0.5])
+    assert result.ap[0, 0] == detection_ap_reference(gt, preds, [0.5])["a"][0]
+    ranked_hits = [k % 2 == 1 and k < 20 for k in reversed(range(40))]
+    assert result.ap[0, 0] == pytest.approx(interpolated_prec_rec(*_prec_rec(ranked_hits, 20)))
+
+
+def _prec_rec(hits, npos):
+    tp = np.cumsum(hits)
+    return tp / np.arange(1, len(hits) + 1), tp / npos
 
 
 def test_class_without_predictions_counts_as_zero():
@@ -128,19 +148,46 @@ def test_unknown_labels_are_ignored():
     assert result.num_ignored == 2
 
 
-def test_zero_length_and_inverted_segments():
-    gt = [("v", "a", 5.0, 5.0), ("v", "a", 0.0, 10.0), ("w", "a", 10.0, 0.0)]
-    preds = [
-        ("v", "a", 5.0, 5.0, 0.9),  # zero-length on zero-length: union 0 -> tIoU 0 (official: NaN -> hit)
-        ("v", "a", 8.0, 2.0, 0.8),  # inverted inside [0,10]: tIoU 0
-        ("w", "a", 10.0, 0.0, 0.7),  # inverted on inverted GT: tIoU 0
-        ("v", "a", 0.0, 10.0, 0.6),  # a real hit
-    ]
-    result = _evaluate(gt, preds, "anet")
-    # hits [0,0,0,1] of 3 positives: precision 1/4 at recall 1/3
-    np.testing.assert_allclose(result.ap[:, 0], np.full(10, 1 / 12), rtol=0, atol=1e-15)
-    ref = detection_ap_reference(gt, preds, TIOU_PRESETS["anet"])
-    np.testing.assert_array_equal(result.ap[:, 0], ref["a"])
+DEGENERATE_GT = [("v", "a", 5.0, 5.0), ("v", "a", 0.0, 10.0), ("w", "a", 10.0, 0.0), ("x", "a", 0.0, 4.0)]
+DEGENERATE_PREDS = [
+    ("v", "a", 5.0, 5.0, 0.9),  # zero-length on zero-length GT: union 0 -> NaN (official: a hit)
+    ("v", "a", 8.0, 2.0, 0.8),  # inverted inside [0,10]: intersection 0 over a positive union -> 0
+    ("w", "a", 10.0, 0.0, 0.7),  # inverted on the inverted GT: union -20 -> -0.0, a miss
+    ("x", "a", 6.0, 2.0, 0.65),  # length -4 cancels the GT's 4: union 0 -> NaN (official: a hit)
+    ("v", "a", 0.0, 10.0, 0.6),  # a real hit
+]
+
+
+@pytest.mark.parametrize(
+    "protocol,expected",
+    [
+        # hits [1,0,0,1,1] of 4: P = 1, .5, .33, .5, .6 at R = .25, .25, .25, .5, .75 -> .25 + .15 + .15
+        ("official", 0.55),
+        # hits [0,0,0,0,1] of 4: precision 1/5 at recall 1/4
+        ("strict", 0.05),
+        # GT [5,5] and [10,0] dropped (shorter than 1e-3 s): hits [0,0,0,1,1] of 2 -> .5 * .4 + .5 * .4
+        ("actionformer", 0.4),
+    ],
+)
+def test_degenerate_segments_under_each_protocol(protocol, expected):
+    result = _evaluate(DEGENERATE_GT, DEGENERATE_PREDS, "anet", protocol=protocol)
+    np.testing.assert_allclose(result.ap[:, 0], np.full(10, expected), rtol=0, atol=1e-15)
+    if protocol != "actionformer":
+        ref = detection_ap_reference(
+            DEGENERATE_GT, DEGENERATE_PREDS, TIOU_PRESETS["anet"], protocol == "strict"
+        )
+        np.testing.assert_array_equal(result.ap[:, 0], ref["a"])
+
+
+def test_actionformer_protocol_drops_duplicates_by_name():
+    gt = [("v", "a", 0.0, 10.0), ("v", "a", 0.0005, 10.0009), ("v", "b", 0.0, 10.0), ("v", "a", 0.0, 10.002)]
+    preds = [("v", "a", 0.0, 10.0, 0.9), ("v", "b", 0.0, 10.0, 0.8)]
+    kept = actionformer_filter(gt)
+    assert kept == [gt[0], gt[2], gt[3]]  # the near copy of the same label goes; another label or 2 ms stays
+    result = _evaluate(gt, preds, [0.5], protocol="actionformer")
+    ref = detection_ap_reference(kept, preds, [0.5])
+    np.testing.assert_array_equal(result.ap[0], [ref["a"][0], ref["b"][0]])
+    assert result.ap[0].tolist() == [0.5, 1.0]
 
 
 def test_no_predictions_and_no_ground_truth():
@@ -178,3 +225,25 @@ def test_random_cases_equal_reference(seed, num_videos, num_classes, preds_per_v
     assert result.class_names == list(ref)
     np.testing.assert_array_equal(result.ap, np.stack([ref[c] for c in result.class_names], axis=1))
     assert result.average_map > 0.05  # the case is not trivially empty
+
+
+def test_memory_stays_bounded_with_many_instances_in_one_video():
+    """6k ground truths x 6k predictions in one video and class: 3.6e7 pairs, enumerated in bounded chunks
+    (all at once: about 1.4 GiB of indices and tIoU). numpy reports its allocations to tracemalloc."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    n = 6_000
+    starts = np.sort(rng.uniform(0, 1e5, n))
+    gt_rows = [("v", "a", s, s + 1.0) for s in starts]
+    jitter = rng.normal(0, 0.05, n)
+    pred_rows = [
+        ("v", "a", s + j, s + 1.0 + j, float(p)) for s, j, p in zip(starts, jitter, rng.uniform(size=n))
+    ]
+    gt, preds = ground_truth_from_rows(gt_rows, ["a"]), predictions_from_rows(pred_rows)
+    tracemalloc.start()
+    result = evaluate_detection(gt, preds, "anet")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 400 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+    assert result.ap[0, 0] > 0.9  # most jittered copies match

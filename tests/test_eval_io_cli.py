@@ -61,7 +61,11 @@ def test_results_round_trip(tmp_path):
     "content,message",
     [
         ("{not json", "not valid JSON"),
-        ('{"results": []}', "'results' mapping"),
+        ('{"results": []}', "'results' must map video id"),
+        ('{"version": "1.3"}', "no 'results' key"),
+        ('{"results": {"v9": [{"segment": [1, 2], "score": "0.5"}]}}', "v9.*prediction 0.*numbers"),
+        ('{"results": {"v9": [{"segment": ["1", 2], "score": 0.5}]}}', "v9.*prediction 0.*numbers"),
+        ('{"results": {"v9": [{"segment": [1, 2], "score": 0.5}, {"segment": [1, 2]}]}}', "v9.*prediction 1"),
         ('{"results": {"vid7": [{"segment": [1], "score": 0.5}]}}', "vid7.*prediction 0"),
         ('{"results": {"vid8": [{"segment": [1, 2], "score": NaN}]}}', "vid8.*non-finite"),
         (

@@ -67,3 +67,29 @@ def test_random_cases_equal_reference(seed, num_videos, preds_per_video, max_avg
     np.testing.assert_array_equal(result.proposals_per_video, ppv)
     assert result.auc == 100.0 * float(np.trapezoid(avg_recall, ppv)) / ppv[-1]
     assert result.avg_recall[-1] > 0.1
+
+
+def test_equal_scores_later_proposal_first():
+    """Budget of one proposal (AN 1, two proposals): the later of two equal scores is the one kept."""
+    gt = ground_truth_from_rows([("v", "a", 0.0, 10.0)], ["a"])
+    hit, miss = ("v", 0.0, 10.0, 0.5), ("v", 50.0, 60.0, 0.5)
+    assert evaluate_proposals(gt, _proposals([hit, miss]), 1).avg_recall[-1] == 0.0
+    assert evaluate_proposals(gt, _proposals([miss, hit]), 1).avg_recall[-1] == 1.0
+
+
+@pytest.mark.parametrize("protocol,recalled_at_zero", [("official", 0.0), ("strict", 1.0)])
+def test_degenerate_pairs_never_recall_officially(protocol, recalled_at_zero):
+    """NaN tIoU (zero union) fails ``>= thr`` even at threshold 0; strict makes it 0, which passes 0."""
+    gt_rows = [("v", 5.0, 5.0), ("w", 0.0, 4.0)]
+    rows = [("v", 5.0, 5.0, 0.9), ("w", 6.0, 2.0, 0.9)]  # zero-length pair, and a length cancelling the GT's
+    gt = ground_truth_from_rows([(v, "a", s, e) for v, s, e in gt_rows], ["a"])
+    result = evaluate_proposals(gt, _proposals(rows), 1, [0.0, 0.5], protocol=protocol)
+    assert result.recall[:, -1].tolist() == [recalled_at_zero, 0.0]
+    recall, _, _ = average_recall_vs_avg_nr_proposals(gt_rows, rows, 1, [0.0, 0.5], protocol == "strict")
+    np.testing.assert_array_equal(result.recall, recall)
+
+
+def test_max_avg_proposals_must_be_positive():
+    gt = ground_truth_from_rows([("v", "a", 0.0, 10.0)], ["a"])
+    with pytest.raises(ValueError, match="max_avg_proposals"):
+        evaluate_proposals(gt, _proposals([("v", 0.0, 1.0, 0.5)]), 0)

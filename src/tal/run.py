@@ -9,6 +9,10 @@ From a notebook::
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,8 +20,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tal.models.common import results_path
+from tal.models.common import EVAL_REPORT, results_path
 from tal.utils.io import atomic_write_json
+
+log = logging.getLogger("tal.run")
 
 
 def config_dir() -> str:
@@ -124,22 +130,53 @@ def _eval_weights(cfg: DictConfig, trainer) -> tuple[str, str | None]:
     return "last", None  # the weights in memory after fit (EMA-averaged when that callback is on)
 
 
+@contextmanager
+def run_log(path: Path) -> Iterator[logging.Logger]:
+    """Log the run to ``path`` (``run.log`` in the run folder) as well as the terminal: what was asked, the
+    data report, the result, and the error that ended it, with its traceback, so a finished or crashed run
+    can be understood later."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield log
+    except BaseException as e:
+        log.error("the run stopped: %s: %s", type(e).__name__, e, exc_info=True)
+        raise
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
 def train(cfg: DictConfig) -> RunResult:
     """Fit, validate and predict as ``cfg`` says, writing to ``cfg.paths.output_dir``.
 
-    Writes ``config.yaml``, ``metrics.json`` (the validation metrics and which weights gave them),
-    ``{kind}_val.json`` and, with ``predict=true``, ``{kind}_{split}.json`` for each split of
-    ``predict_splits`` (``kind``: ``detections`` or ``proposals``). Returns a :class:`RunResult`; a notebook or a
-    pipeline chains stages through its ``paths``.
+    Writes ``config.yaml``, ``run.log``, ``data_report.json`` (what the data layer dropped, skipped and warned
+    about), ``metrics.json`` (the validation metrics and which weights gave them), ``{kind}_val.json`` and, with
+    ``predict=true``, ``{kind}_{split}.json`` for each split of ``predict_splits`` (``kind``: ``detections`` or
+    ``proposals``). Returns a :class:`RunResult`; a notebook or a pipeline chains stages through its ``paths``.
     """
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    with run_log(out_dir / "run.log"):
+        log.info("run in %s with overrides %s", out_dir, _overrides())
+        return _train(cfg, out_dir)
+
+
+def _train(cfg: DictConfig, out_dir: Path) -> RunResult:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    if not cfg.get("train", True) and not cfg.get("ckpt_path"):
+        message = "train=false without ckpt_path: the numbers below are those of an untrained model"
+        log.warning(message)
+        Console().print(f"[yellow]warning:[/] {message}")
     dm, model, trainer = build(cfg)
+    atomic_write_json(out_dir / "data_report.json", dm.data_report(), indent=1)
+    log.info("data report: %s", json.dumps(dm.data_report()))
     if cfg.get("train", True):
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
     weights, eval_ckpt = _eval_weights(cfg, trainer)
@@ -147,7 +184,15 @@ def train(cfg: DictConfig) -> RunResult:
     if cfg.get("validate", True):
         results = trainer.validate(model, datamodule=dm, ckpt_path=eval_ckpt, verbose=False)
         metrics = _scalars(results[0] if results else trainer.callback_metrics)
-    paths = {"config": str(out_dir / "config.yaml"), "metrics": str(out_dir / "metrics.json")}
+        # the exact (float64) numbers of that validation; Lightning's logged copies are float32
+        report = json.loads((out_dir / EVAL_REPORT).read_text())
+        metrics.update({k: v for k, v in report.items() if k.startswith("val") and isinstance(v, float)})
+    paths = {
+        "config": str(out_dir / "config.yaml"),
+        "metrics": str(out_dir / "metrics.json"),
+        "data_report": str(out_dir / "data_report.json"),
+        "run_log": str(out_dir / "run.log"),
+    }
     if cfg.get("validate", True):
         paths[f"{model.result_kind}_val"] = str(results_path(out_dir, model.result_kind, "val"))
     if cfg.get("predict", False):
@@ -187,6 +232,7 @@ def train(cfg: DictConfig) -> RunResult:
         if overrides:
             console.print(f"overrides: {escape(' '.join(overrides))}", soft_wrap=True)
         console.print(f"outputs in {escape(str(out_dir))}", soft_wrap=True)
+    log.info("metrics (%s weights): %s", weights, json.dumps(metrics))
     return result
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pytorch_lightning as pl
 from rich.console import Console
 from rich.markup import escape
@@ -13,6 +14,7 @@ from tal.data import cleaning
 from tal.data.datasets import FeatureDataset, collate_batch
 from tal.formats.annotations import AnnotationSet, load_annotations, video_labels
 from tal.formats.store import ConcatStore, FeatureError
+from tal.ops.timeaxis import snippet_axis
 
 SPLITS = ("train", "val", "test")
 
@@ -70,6 +72,8 @@ class TALDataModule(pl.LightningDataModule):
             raise ValueError(f"data.on_bad_feature must be 'error' or 'skip', got {on_bad_feature!r}")
         if regime not in ("resize", "native"):
             raise ValueError(f"data.regime must be 'resize' or 'native', got {regime!r}")
+        if int(L) != L or L < 1:
+            raise ValueError(f"L (data.L) must be a positive number of grid positions, got {L!r}")
         self.annotation_file = annotation_file
         self.feature_dirs = list(feature_dirs or [])
         self.label_file = label_file
@@ -101,6 +105,8 @@ class TALDataModule(pl.LightningDataModule):
             verbose,
         )
         self.report = cleaning.CleaningReport()
+        self.skipped: dict[str, str] = {}
+        self.warnings: list[str] = []
         self._splits: dict[str, AnnotationSet] = {}
         self._datasets: dict[tuple[str, bool], FeatureDataset] = {}
         self.label_names: list[str] = []
@@ -147,6 +153,7 @@ class TALDataModule(pl.LightningDataModule):
         ann_file, feature_dirs = self._sources()
         ann = load_annotations(ann_file, label_file=self.label_file)
         self.label_names = list(ann.label_names)
+        self._as_read = ann
         self.store = ConcatStore.from_paths(feature_dirs)
         ann, _ = cleaning.clean_segments(ann, self.clip_tolerance_sec, self.report)
         ann = self._check_features(ann)
@@ -162,11 +169,20 @@ class TALDataModule(pl.LightningDataModule):
                     f"{ann_file}: no videos in subset {names} for the {split} split "
                     f"(subsets in the file: {ann.subsets()}); set data.{split}_subset"
                 )
+        self._check_plausibility(ann)
+        fitting = stage in (None, "fit", "validate")  # predicting alone (tal.detect) needs no ground truth
+        if fitting and self.eval_ground_truth("val").num_instances == 0:
+            raise ValueError(
+                f"{ann_file}: the validation split (subset {self.subsets['val']!r}) has no action instance, so "
+                "no validation number would mean anything; set data.val_subset to a subset with instances"
+            )
         if self.verbose:
             Console().print(self.report.table(f"data cleaning of {ann_file}"))
 
     def _check_features(self, ann: AnnotationSet) -> AnnotationSet:
-        """Missing and invalid feature files: an error naming file and video, or a counted skip."""
+        """Every video's features checked before training: missing files, then every header (shape, dtype,
+        width by the manifest or the majority), and with ``on_bad_feature=skip`` the values too. An error
+        names the files, the videos and what to do; a skip is counted and recorded in the report."""
         ids = self.store.ids()
         missing = [v.video_id for v in ann if v.video_id not in ids]
         if missing and self.on_bad_feature == "error":
@@ -176,23 +192,77 @@ class TALDataModule(pl.LightningDataModule):
                 f"(expected {store.file_of(missing[0])}); set data.on_bad_feature=skip to skip them"
             )
         ann, _ = cleaning.drop_videos_without_features(ann, ids, self.report)
-        # read one file per store to learn the widths; with skip, validate every file now so no batch fails later
-        kept = []
-        for i, v in enumerate(ann):
-            if i > 0 and self.on_bad_feature == "error":
-                kept.append(v)
-                continue
-            try:
-                self.store.load(v.video_id)
-                kept.append(v)
-            except FeatureError as e:
-                if self.on_bad_feature == "error":
-                    raise
-                self.report.add("invalid feature file (skipped)", v.video_id)
-                if self.verbose:
-                    Console().print(f"[yellow]skip:[/] {escape(str(e))}")
+        video_ids = [v.video_id for v in ann]
+        problems = self.store.validate(video_ids)
+        if self.on_bad_feature == "skip":  # values too, so that no batch fails later
+            for vid in video_ids:
+                if vid not in problems:
+                    try:
+                        self.store.load(vid)
+                    except FeatureError as e:
+                        problems[vid] = str(e)
+        if problems and self.on_bad_feature == "error":
+            listed = "\n  ".join(list(problems.values())[:5])
+            more = f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else ""
+            raise FeatureError(
+                f"{len(problems)} of {len(video_ids)} videos have unusable features:\n  {listed}{more}"
+            )
+        for vid, problem in problems.items():
+            self.report.add("invalid feature file (skipped)", vid)
+            self.skipped[vid] = problem
+            if self.verbose:
+                Console().print(f"[yellow]skip:[/] {escape(problem)}", soft_wrap=True)
         self.in_channels = self.store.channels
-        return ann.with_videos(kept)
+        return ann.with_videos(v for v in ann if v.video_id not in problems)
+
+    def _check_plausibility(self, ann: AnnotationSet) -> None:
+        """Errors for what would fail later (videos without fps in the native regime); warnings for what is
+        likely a mistake (features covering much less or more than the video; labels never trained on)."""
+        if self.regime == "native" and not self.fps:
+            bad = [v.video_id for v in ann if not (v.fps and np.isfinite(v.fps) and v.fps > 0)]
+            if bad:
+                raise ValueError(
+                    f"{ann.source}: {len(bad)} videos have no usable fps (missing, 0 or negative), e.g. {bad[:3]}; "
+                    "the native regime needs each video's fps to place its features in time: set data.fps"
+                )
+            lengths = self.store.stores[0].lengths
+            ratios = {
+                v.video_id: lengths[v.video_id]
+                * snippet_axis(v.fps, self.feat_stride, self.snippet_frames)[0]
+                / v.duration_sec
+                for v in ann
+                if v.video_id in lengths
+            }
+            if ratios:
+                median = float(np.median(list(ratios.values())))
+                if not 0.6 <= median <= 1.6:
+                    far = sorted(ratios, key=lambda k: abs(np.log(ratios[k])), reverse=True)[:3]
+                    self.warn(
+                        f"the features cover {median:.2f}x of their videos' durations (median over {len(ratios)} "
+                        f"videos; e.g. {far}): check data.feat_stride={self.feat_stride} and data.fps / the "
+                        "annotation fps (the time axis is t = (i * feat_stride + snippet_frames / 2) / fps)"
+                    )
+        train_labels = set(lab for v in self._splits["train"] for lab in v.labels)
+        val_only = sorted(set(lab for v in self._splits["val"] for lab in v.labels) - train_labels)
+        if val_only:
+            self.warn(
+                f"{len(val_only)} labels have validation instances but no training instance (they cannot be "
+                f"learnt and still count in the mAP): {val_only[:5]}"
+            )
+
+    def warn(self, message: str) -> None:
+        """A plausibility warning: printed, and kept in the data report."""
+        self.warnings.append(message)
+        if self.verbose:
+            Console().print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+    def data_report(self) -> dict:
+        """What the data layer dropped, changed, skipped and warned about (``data_report.json`` of a run)."""
+        return {
+            "cleaning": self.report.as_dict(),
+            "skipped_videos": dict(self.skipped),
+            "warnings": list(self.warnings),
+        }
 
     # ------------------------------------------------------------------ accessors
     @property
@@ -200,9 +270,17 @@ class TALDataModule(pl.LightningDataModule):
         return len(self.label_names)
 
     def ground_truth(self, split: str) -> AnnotationSet:
-        """The cleaned ground truth of ``split`` (``train``, ``val`` or ``test``): what evaluation uses."""
+        """The cleaned ground truth of ``split`` (``train``, ``val`` or ``test``): what training targets use, and
+        what ``video_ids(split)`` lists."""
         self.setup()
         return self._splits[split]
+
+    def eval_ground_truth(self, split: str) -> AnnotationSet:
+        """The ground truth of ``split`` exactly as the evaluator reads it from the annotation file (no cleaning,
+        every video of the subsets): what in-run metrics score against, so they equal ``python -m tal.eval``."""
+        self.setup()
+        subset = self.subsets[split]
+        return self._as_read.subset(*([subset] if isinstance(subset, str) else subset))
 
     def video_ids(self, split: str) -> list[str]:
         """The ordered ids of ``split``; a batch's ``video_idx`` indexes this list."""
@@ -240,7 +318,6 @@ class TALDataModule(pl.LightningDataModule):
                 fps=self.fps,
                 train=train,
                 cache=self.cache_features,
-                seed=self.seed,
             )
         return self._datasets[key]
 

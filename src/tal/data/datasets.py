@@ -48,7 +48,9 @@ class FeatureDataset(Dataset):
         crop_ratio: ``(lo, hi)`` random crop of the native sequence at training, or ``None``.
         feat_stride, snippet_frames, fps: snippet geometry (:func:`tal.ops.timeaxis.snippet_axis`);
             ``fps=None`` takes each video's own fps.
-        train: random crops on; otherwise deterministic whole clips.
+        train: random crops on; otherwise deterministic whole clips. Crops draw from numpy's global generator
+            (seeded by ``seed_everything``, and per DataLoader worker by Lightning's worker init), whose state
+            every tal checkpoint saves: a resumed run crops exactly as the uninterrupted one.
         cache: keep loaded arrays in memory (per worker).
     """
 
@@ -67,7 +69,6 @@ class FeatureDataset(Dataset):
         fps: float | None = None,
         train: bool = False,
         cache: bool = True,
-        seed: int = 0,
     ):
         if regime not in ("resize", "native"):
             raise ValueError(f"regime must be 'resize' or 'native', got {regime!r}")
@@ -78,7 +79,6 @@ class FeatureDataset(Dataset):
         self.feat_stride, self.snippet_frames, self.fps = feat_stride, snippet_frames, fps
         self.train, self.cache = train, cache
         self._cache: dict[str, np.ndarray] = {}
-        self._rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -156,9 +156,9 @@ class FeatureDataset(Dataset):
         for _ in range(tries):
             length = n
             if self.crop_ratio is not None:
-                length = max(1, int(round(n * self._rng.uniform(*self.crop_ratio))))
+                length = max(1, int(round(n * np.random.uniform(*self.crop_ratio))))
             length = min(length, self.max_seq_len)
-            start = lo + int(self._rng.integers(0, n - length + 1))
+            start = lo + int(np.random.randint(0, n - length + 1))
             best = (start, start + length)
             if len(segs_idx) == 0 or truncate_segments(segs_idx, *best)[1].any():
                 break

@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tal.eval.detection import DetectionResult, evaluate_detection, resolve_tiou_thresholds
+from tal.eval.checks import diagnose
+from tal.eval.detection import PROTOCOLS, DetectionResult, evaluate_detection, resolve_tiou_thresholds
 from tal.eval.proposal import ProposalResult, evaluate_proposals
 from tal.formats.annotations import AnnotationError, load_ground_truth
 from tal.formats.results import ResultsError, load_results
@@ -34,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--tiou",
         default=None,
         help="tIoU thresholds: anet | thumos | comma list like 0.5,0.7 (default: anet)",
+    )
+    p.add_argument(
+        "--protocol",
+        default="official",
+        choices=list(PROTOCOLS),
+        help="official (the ActivityNet code's numbers, quirks included; default) | strict (tIoU 0 for a "
+        "non-positive union) | actionformer (ActionFormer's metrics.py: drops <1 ms and duplicated ground truths)",
     )
     p.add_argument("--proposals", action="store_true", help="evaluate class-agnostic proposals (AR@AN, AUC)")
     p.add_argument(
@@ -86,28 +94,43 @@ def proposal_table(result: ProposalResult) -> Table:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Evaluate; exit 0 with the tables, or 2 with one line saying what is wrong with the inputs."""
     args = build_parser().parse_args(argv)
     console = Console()
+
+    def fail(message: str) -> int:
+        console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+        return 2
+
     try:
+        if args.max_avg_proposals < 1:
+            return fail(f"--max-avg-proposals must be at least 1, got {args.max_avg_proposals}")
         tiou = resolve_tiou_thresholds(args.tiou or "anet")
         gt = load_ground_truth(args.ground_truth, subset=args.subset)
         preds = load_results(args.predictions)
+        diagnosis = diagnose(gt, preds, "proposals" if args.proposals else "predictions")
+        if diagnosis.errors:
+            return fail(
+                f"{args.predictions} against {args.ground_truth} ({args.subset}): {diagnosis.errors[0]}"
+            )
         if args.proposals:
-            result = evaluate_proposals(gt, preds, args.max_avg_proposals, tiou)
+            result = evaluate_proposals(gt, preds, args.max_avg_proposals, tiou, protocol=args.protocol)
             tables = [proposal_table(result)]
         else:
-            result = evaluate_detection(gt, preds, tiou)
+            result = evaluate_detection(gt, preds, tiou, protocol=args.protocol)
             tables = detection_table(result, args.per_class)
     except (AnnotationError, ResultsError, ValueError) as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}")
-        return 2
+        return fail(str(e))
     console.print(
         f"{len(gt)} videos / {gt.num_instances} instances in subset {escape(repr(args.subset))}; "
-        f"{len(preds)} predictions on {len(preds.video_ids)} videos"
+        f"{len(preds)} predictions on {diagnosis.pred_videos} videos; protocol {args.protocol}",
+        soft_wrap=True,
     )
+    for warning in diagnosis.warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
     if not args.proposals and result.num_ignored:
         console.print(
-            f"[yellow]{result.num_ignored} predictions have labels absent from the ground truth[/yellow]"
+            f"[yellow]warning:[/yellow] {result.num_ignored} predictions have labels absent from the ground truth"
         )
     for table in tables:
         console.print(table)
@@ -116,16 +139,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ground_truth": str(args.ground_truth),
             "predictions": str(args.predictions),
             "subset": args.subset,
+            "protocol": args.protocol,
             "task": "proposals" if args.proposals else "detection",
+            "checks": diagnosis.to_dict(),
             **result.to_dict(),
         }
         atomic_write_json(args.report, report, indent=2)
-        console.print(f"report written to {escape(str(args.report))}")
+        console.print(f"report written to {escape(str(args.report))}", soft_wrap=True)
     if args.plot:
         from tal.eval.plots import plot_ar_an, plot_per_class_ap
 
         (plot_ar_an if args.proposals else plot_per_class_ap)(result, args.plot)
-        console.print(f"plot written to {escape(str(args.plot))}")
+        console.print(f"plot written to {escape(str(args.plot))}", soft_wrap=True)
     return 0
 
 

@@ -1,52 +1,76 @@
-"""Detection mAP with the official ActivityNet protocol, vectorised.
+"""Detection mAP with the official ActivityNet protocol, vectorised and bit-identical to the official code.
 
 Protocol (``compute_average_precision_detection`` of the ActivityNet ``Evaluation`` code):
 
-* For each class present in the ground truth, its predictions are sorted by score descending and matched
-  greedily, independently per tIoU threshold: a prediction tries the unmatched ground truths of its class in
-  its video in decreasing tIoU order and is a true positive when the best of them has ``tIoU >= threshold``.
+* For each class present in the ground truth, its predictions are ranked by score and matched greedily,
+  independently per tIoU threshold: a prediction tries the unmatched ground truths of its class in its video in
+  decreasing tIoU order and is a true positive when the best of them has ``tIoU >= threshold``.
 * AP is the VOC-2011 all-points interpolated AP: recall padded with 0 and 1, precision with 0 and 0, precision
   envelope, sum of precision times recall steps. A class with ground truth and no prediction has AP 0.
 * mAP is the mean over the classes present in the ground truth, per threshold; "average mAP" averages those.
 * Predictions on a video without ground truth (or outside the evaluated subset) are false positives of their
   class. Predictions whose label is not a ground-truth class are ignored (they cannot count for any class).
 
-Tie rule (the official code uses numpy's unstable argsort, so it has no portable order): predictions with equal
-scores are taken in input order (earlier row first; a stable sort by descending score); ground truths with equal
-tIoU to a prediction are tried in ground-truth order (earlier first). tIoU is 0 when the union is not positive
-(two zero-length or inverted segments; the official code yields NaN there and then matches, which is a bug).
+Three protocols (``protocol=``; :data:`PROTOCOLS`):
+
+* ``"official"`` (default): the official numbers, quirks included. **Ties**: the official code ranks with
+  ``argsort()[::-1]``; numpy sorts runs of up to 16 equal values stably, so reversed, *the later item comes
+  first* -- for predictions of equal score (later in the file first), proposals of equal score, and ground
+  truths of equal tIoU to a prediction (later in the file first). Python 2.7, numpy 1.23 and ActionFormer's
+  ``metrics.py`` agree on this for such small tie groups; for larger groups numpy's order is not portable and
+  tal keeps the same rule. **Degenerate segments**: ``tIoU = inter / union`` with no guard, so a zero union
+  (two zero-length segments, or an inverted prediction whose negative length cancels the ground truth's) gives
+  NaN, which the detection loop counts as a hit at every threshold (``NaN < thr`` is False and argsort puts NaN
+  first); a negative union gives a negative tIoU (a miss). Nothing is clipped.
+* ``"strict"``: as official, but tIoU is 0 when the union is not positive (degenerate segments never match).
+* ``"actionformer"``: the evaluator of ActionFormer's ``metrics.py``, which papers built on ActionFormer report:
+  as official, after dropping ground truths shorter than 1e-3 s and same-label duplicates whose start and end
+  lie within 1e-3 s of an earlier kept instance (labels compared by name, so without its label-id collision).
 
 Vectorisation: matching is independent between (video, class) blocks, and only (prediction, ground truth)
-pairs with ``tIoU >= min(thresholds)`` can ever match. The pairs are enumerated block-wise, then the greedy
-loop runs over the *rank of a prediction inside its block*: round ``r`` handles the ``r``-th candidate of every
-block and every threshold at once.
+pairs with ``tIoU >= min(thresholds)`` (or NaN) can ever match. The pairs are enumerated block-wise in bounded
+chunks, then the greedy loop runs over the *rank of a prediction inside its block*: round ``r`` handles the
+``r``-th candidate of every block and every threshold at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from tal.formats.annotations import AnnotationSet
 from tal.formats.results import Predictions, ResultsError
-from tal.ops.segments import paired_segment_iou
 
 __all__ = [
+    "PROTOCOLS",
     "TIOU_PRESETS",
     "DetectionResult",
-    "resolve_tiou_thresholds",
-    "interpolated_average_precision",
-    "greedy_match",
-    "paired_tiou",
     "evaluate_detection",
+    "greedy_match",
+    "interpolated_average_precision",
+    "paired_tiou",
+    "prepare_ground_truth",
+    "ranking_order",
+    "resolve_tiou_thresholds",
 ]
 
 TIOU_PRESETS = {
     "anet": np.linspace(0.5, 0.95, 10),
     "thumos": np.linspace(0.3, 0.7, 5),
 }
+PROTOCOLS = ("official", "strict", "actionformer")
+#: (prediction, ground truth) pairs enumerated at once; bounds memory whatever the number per video
+MAX_PAIRS_PER_CHUNK = 1 << 22
+#: ActionFormer's tolerance for too-short and duplicated ground truths (seconds)
+ACTIONFORMER_TOL_SEC = 1e-3
+
+
+def check_protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
+    return protocol
 
 
 def resolve_tiou_thresholds(tiou: str | float | list[float] | np.ndarray) -> np.ndarray:
@@ -96,35 +120,124 @@ def interpolated_average_precision(tp: np.ndarray, num_positives: int) -> np.nda
     return ap
 
 
-def paired_tiou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """tIoU of row-aligned ``a (K, 2)`` and ``b (K, 2)`` -> ``(K,)`` float64 (:func:`tal.ops.paired_segment_iou`)."""
-    return paired_segment_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+def paired_tiou(a: np.ndarray, b: np.ndarray, protocol: str = "official") -> np.ndarray:
+    """tIoU of row-aligned ``a (K, 2)`` and ``b (K, 2)`` -> ``(K,)`` float64, as the official ``segment_iou``:
+    ``inter = max(0, min(ends) - max(starts))``, ``union = (len_a + len_b) - inter``, ``inter / union``.
+
+    ``official`` / ``actionformer``: unguarded (NaN for a zero union, negative for a negative one);
+    ``strict``: 0 where the union is not positive.
+    """
+    inter = np.clip(np.minimum(a[:, 1], b[:, 1]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    union = (a[:, 1] - a[:, 0]) + (b[:, 1] - b[:, 0]) - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = inter / union
+    if protocol == "strict":
+        iou = np.where(union > 0, iou, 0.0)
+    return iou
 
 
-def _block_pairs(pred_block: np.ndarray, gt_block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def ranking_order(scores: np.ndarray) -> np.ndarray:
+    """Indices of ``scores (N,)`` best first, ties broken as the official ``argsort()[::-1]``: later first."""
+    return np.argsort(scores, kind="stable")[::-1]
+
+
+def prepare_ground_truth(ground_truth: AnnotationSet, protocol: str = "official") -> AnnotationSet:
+    """The ground truth a protocol scores against: as given, or (``actionformer``) without instances shorter
+    than 1e-3 s and without same-label duplicates of an earlier kept instance (start and end within 1e-3 s)."""
+    if check_protocol(protocol) != "actionformer":
+        return ground_truth
+    from tal.formats.annotations import copy_video
+
+    tol = ACTIONFORMER_TOL_SEC
+    videos = []
+    for v in ground_truth:
+        kept: list[int] = []
+        for i, ((s, e), lab) in enumerate(zip(v.segments_sec.tolist(), v.labels)):
+            if not e - s >= tol:
+                continue
+            dup = any(
+                abs(s - v.segments_sec[k, 0]) <= tol
+                and abs(e - v.segments_sec[k, 1]) <= tol
+                and lab == v.labels[k]
+                for k in kept
+            )
+            if not dup:
+                kept.append(i)
+        videos.append(copy_video(v, segments_sec=v.segments_sec[kept], labels=[v.labels[k] for k in kept]))
+    return ground_truth.with_videos(videos)
+
+
+def pair_chunks(counts: np.ndarray, max_pairs: int = MAX_PAIRS_PER_CHUNK) -> Iterator[tuple[int, int]]:
+    """Consecutive ranges ``[lo, hi)`` of items whose ``counts`` sum to at most ``max_pairs`` (a single item
+    over the bound forms a range of its own)."""
+    ends = np.cumsum(counts)
+    lo = 0
+    while lo < len(counts):
+        base = ends[lo - 1] if lo else 0
+        hi = max(int(np.searchsorted(ends, base + max_pairs, side="right")), lo + 1)
+        yield lo, hi
+        lo = hi
+
+
+def _block_pairs(
+    pred_block: np.ndarray, gt_block: np.ndarray, preds: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """All (prediction, ground truth) pairs sharing a block id.
 
     Args:
         pred_block: ``(P,)`` int64 block id per prediction.
         gt_block: ``(G,)`` int64 block id per ground truth.
+        preds: the prediction indices to pair (default: all).
 
     Returns:
         ``pair_pred (K,)``, ``pair_gt (K,)`` int64; pairs come ordered by prediction, then ground-truth index.
     """
-    if len(gt_block) == 0:
+    if len(gt_block) == 0 or len(pred_block) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    preds = np.arange(len(pred_block)) if preds is None else preds
     gt_order = np.argsort(gt_block, kind="stable")
     sorted_block = gt_block[gt_order]
     gt_start = np.flatnonzero(np.r_[True, sorted_block[1:] != sorted_block[:-1]])
     blocks, gt_count = sorted_block[gt_start], np.diff(np.r_[gt_start, len(sorted_block)])
-    pos = np.minimum(np.searchsorted(blocks, pred_block), len(blocks) - 1)
-    preds = np.flatnonzero(blocks[pos] == pred_block)
-    counts = gt_count[pos[preds]]
+    pos = np.minimum(np.searchsorted(blocks, pred_block[preds]), len(blocks) - 1)
+    same = blocks[pos] == pred_block[preds]
+    preds, pos = preds[same], pos[same]
+    counts = gt_count[pos]
     pair_pred = np.repeat(preds, counts)
     run_start = np.repeat(np.cumsum(counts) - counts, counts)
     within = np.arange(len(pair_pred)) - run_start
-    pair_gt = gt_order[np.repeat(gt_start[pos[preds]], counts) + within]
+    pair_gt = gt_order[np.repeat(gt_start[pos], counts) + within]
     return pair_pred, pair_gt
+
+
+def candidate_pairs(
+    pred_block: np.ndarray,
+    pred_segments: np.ndarray,
+    gt_block: np.ndarray,
+    gt_segments: np.ndarray,
+    min_threshold: float,
+    protocol: str = "official",
+    max_pairs: int = MAX_PAIRS_PER_CHUNK,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (prediction, ground truth) pairs of a block that can match: ``tIoU >= min_threshold`` or NaN.
+
+    Pairs are enumerated in chunks of at most ``max_pairs`` (plus one prediction's), so memory stays bounded
+    whatever the number of predictions and ground truths per video. Returns ``pair_pred (K,)``, ``pair_gt
+    (K,)`` and ``iou (K,)``, ordered by prediction, then ground-truth index.
+    """
+    gt_count = np.bincount(gt_block - gt_block.min(), minlength=1) if len(gt_block) else np.zeros(1, np.int64)
+    rel = pred_block - (gt_block.min() if len(gt_block) else 0)
+    inside = (rel >= 0) & (rel < len(gt_count))
+    per_pred = np.where(inside, gt_count[np.clip(rel, 0, len(gt_count) - 1)], 0)
+    parts = []
+    for lo, hi in pair_chunks(per_pred, max_pairs):
+        pair_pred, pair_gt = _block_pairs(pred_block, gt_block, np.arange(lo, hi))
+        iou = paired_tiou(pred_segments[pair_pred], gt_segments[pair_gt], protocol)
+        useful = (iou >= min_threshold) | np.isnan(iou)
+        parts.append((pair_pred[useful], pair_gt[useful], iou[useful]))
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return tuple(np.concatenate(x) for x in zip(*parts))
 
 
 def greedy_match(
@@ -133,6 +246,7 @@ def greedy_match(
     gt_block: np.ndarray,
     gt_segments: np.ndarray,
     tiou_thresholds: np.ndarray,
+    protocol: str = "official",
 ) -> np.ndarray:
     """Greedy matching of ranked predictions to ground truth, for all thresholds at once.
 
@@ -142,18 +256,20 @@ def greedy_match(
         gt_block: ``(G,)`` int64 block id of each ground truth.
         gt_segments: ``(G, 2)`` float64.
         tiou_thresholds: ``(T,)`` float64.
+        protocol: tIoU of degenerate pairs (see the module docstring).
 
     Returns:
-        ``(P, T)`` bool, True where the prediction is a true positive at that threshold.
+        ``(P, T)`` bool, True where the prediction is a true positive at that threshold. A prediction tries
+        its block's ground truths by decreasing tIoU (NaN first, equal tIoU: later ground truth first).
     """
     num_pred, num_thr = len(pred_block), len(tiou_thresholds)
     hit = np.zeros((num_pred, num_thr), dtype=bool)
-    pair_pred, pair_gt = _block_pairs(pred_block, gt_block)
-    iou = paired_tiou(pred_segments[pair_pred], gt_segments[pair_gt])
-    useful = iou >= tiou_thresholds.min()
-    pair_pred, pair_gt, iou = pair_pred[useful], pair_gt[useful], iou[useful]
+    pair_pred, pair_gt, iou = candidate_pairs(
+        pred_block, pred_segments, gt_block, gt_segments, tiou_thresholds.min(), protocol
+    )
     if len(pair_pred) == 0:
         return hit
+    is_nan = np.isnan(iou)
 
     # rank of each candidate prediction inside its block (in processing order)
     cand = pair_pred[np.r_[True, pair_pred[1:] != pair_pred[:-1]]]  # pairs are sorted by prediction
@@ -165,17 +281,18 @@ def greedy_match(
     rank_of = np.empty(num_pred, dtype=np.int64)
     rank_of[cand_sorted] = np.arange(len(cand_sorted)) - start
 
-    # pairs by (rank, prediction, tIoU descending, ground-truth index)
+    # pairs by (rank, prediction, tIoU descending with NaN first, later ground truth first)
     pair_rank = rank_of[pair_pred]
-    order = np.lexsort((pair_gt, -iou, pair_pred, pair_rank))
+    order = np.lexsort((-pair_gt, -np.where(is_nan, np.inf, iou), pair_pred, pair_rank))
     pair_pred, pair_gt, iou, pair_rank = pair_pred[order], pair_gt[order], iou[order], pair_rank[order]
+    is_nan = is_nan[order]
     bounds = np.searchsorted(pair_rank, np.arange(pair_rank[-1] + 2))
 
     locked = np.zeros((len(gt_block), num_thr), dtype=bool)
     for r in range(len(bounds) - 1):
         lo, hi = bounds[r], bounds[r + 1]
         preds, gts = pair_pred[lo:hi], pair_gt[lo:hi]
-        ok = (iou[lo:hi, None] >= tiou_thresholds[None, :]) & ~locked[gts]
+        ok = ((iou[lo:hi, None] >= tiou_thresholds[None, :]) | is_nan[lo:hi, None]) & ~locked[gts]
         n = hi - lo
         starts = np.flatnonzero(np.r_[True, preds[1:] != preds[:-1]])
         first_ok = np.minimum.reduceat(np.where(ok, np.arange(n)[:, None], n), starts, axis=0)  # (R_r, T)
@@ -236,14 +353,17 @@ def evaluate_detection(
     ground_truth: AnnotationSet,
     predictions: Predictions,
     tiou_thresholds: str | list[float] | np.ndarray = "anet",
+    protocol: str = "official",
 ) -> DetectionResult:
-    """ActivityNet detection mAP of ``predictions`` against ``ground_truth`` (already restricted to a subset).
+    """ActivityNet detection mAP of ``predictions`` against ``ground_truth`` (already restricted to a subset),
+    under ``protocol`` (``official``, ``strict`` or ``actionformer``; see the module docstring).
 
     Predictions' labels are matched to ground-truth classes by name.
     """
     if not predictions.has_labels:
         raise ResultsError("detection evaluation needs a 'label' on every prediction (got proposals)")
     thresholds = resolve_tiou_thresholds(tiou_thresholds)
+    ground_truth = prepare_ground_truth(ground_truth, protocol)
 
     videos = [v for v in ground_truth if v.num_instances]
     video_index = {v.video_id: i for i, v in enumerate(videos)}
@@ -267,13 +387,15 @@ def evaluate_detection(
     video_map = np.array([video_index.get(v, -1) for v in predictions.video_ids], dtype=np.int64)
     pred_video = video_map[predictions.video_idx] if len(predictions) else np.zeros(0, np.int64)
     known = pred_class >= 0
-    order = np.flatnonzero(known)[np.argsort(-predictions.scores[known], kind="stable")]
+    order = np.flatnonzero(known)[ranking_order(predictions.scores[known])]
     pred_class, pred_video = pred_class[order], pred_video[order]
 
     # block id per (video, class); predictions on videos without ground truth get a block no GT has
     pred_block = np.where(pred_video >= 0, pred_video * num_classes + pred_class, -1 - np.arange(len(order)))
     gt_block = gt_video * num_classes + class_of_label[gt_label]
-    hit = greedy_match(pred_block, predictions.segments_sec[order], gt_block, gt_segments, thresholds)
+    hit = greedy_match(
+        pred_block, predictions.segments_sec[order], gt_block, gt_segments, thresholds, protocol
+    )
 
     num_positives = np.bincount(class_of_label[gt_label], minlength=num_classes)
     num_predictions = np.bincount(pred_class, minlength=num_classes)

@@ -195,14 +195,16 @@ class DetectionMAP(SegmentCollector):
         ground_truth: AnnotationSet,
         video_ids: Sequence[str],
         tiou_thresholds: str | Sequence[float] = "anet",
+        protocol: str = "official",
         **kwargs,
     ) -> None:
         super().__init__(video_ids, ground_truth.label_names, **kwargs)
         self.ground_truth = ground_truth
         self.tiou_thresholds = resolve_tiou_thresholds(tiou_thresholds)
+        self.protocol = protocol
 
     def compute(self) -> dict[str, Tensor]:
-        result = evaluate_detection(self.ground_truth, super().compute(), self.tiou_thresholds)
+        result = evaluate_detection(self.ground_truth, super().compute(), self.tiou_thresholds, self.protocol)
         return {k: torch.tensor(v, dtype=torch.float64) for k, v in result.metrics().items()}
 
 
@@ -212,12 +214,20 @@ class ProposalAR(SegmentCollector):
     higher_is_better = True
 
     def __init__(
-        self, ground_truth: AnnotationSet, video_ids: Sequence[str], max_avg_proposals: int = 100, **kwargs
+        self,
+        ground_truth: AnnotationSet,
+        video_ids: Sequence[str],
+        max_avg_proposals: int = 100,
+        protocol: str = "official",
+        **kwargs,
     ) -> None:
         super().__init__(video_ids, None, **kwargs)
         self.ground_truth = ground_truth
         self.max_avg_proposals = int(max_avg_proposals)
+        self.protocol = protocol
 
     def compute(self) -> dict[str, Tensor]:
-        result = evaluate_proposals(self.ground_truth, super().compute(), self.max_avg_proposals)
+        result = evaluate_proposals(
+            self.ground_truth, super().compute(), self.max_avg_proposals, protocol=self.protocol
+        )
         return {k: torch.tensor(v, dtype=torch.float64) for k, v in result.metrics().items()}

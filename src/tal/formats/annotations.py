@@ -146,8 +146,10 @@ def detect_format(data: object) -> str:
     if "taxonomy" in data:
         return "activitynet"
     for video in data["database"].values():
-        for ann in video.get("annotations", []) if isinstance(video, dict) else []:
-            return "actionformer" if "label_id" in ann else "fineaction"
+        annotations = video.get("annotations") if isinstance(video, dict) else None
+        for ann in annotations if isinstance(annotations, list) else []:
+            if isinstance(ann, dict):
+                return "actionformer" if "label_id" in ann else "fineaction"
     return "fineaction"
 
 
@@ -188,12 +190,17 @@ def load_annotations(
 ) -> AnnotationSet:
     """Read FineAction, ActivityNet 1.3 or ActionFormer JSON into an :class:`AnnotationSet`.
 
+    Strict: a duplicated key (two entries of one video), a non-positive or non-finite duration, a segment
+    time that is not a finite number, a missing or ``null`` label or a non-numeric fps is an
+    :class:`AnnotationError` naming the file, the video and the annotation. Dirty but well-formed segments
+    (inverted, past the end) are kept: cleaning counts them, the evaluator scores them as the official code.
+
     Label ids: from ``label_file`` when given; else from the file's ``label_id`` fields when every instance has
     one (ActionFormer); else the **sorted** label names (FineAction has no ids). ``subsets`` keeps only those
     videos (the label map is still built from the whole file, so ids do not depend on the split).
     """
     path = Path(path)
-    data = read_json(path, AnnotationError, "annotation file")
+    data = read_json(path, AnnotationError, "annotation file", unique_keys=True)
     try:
         fmt = detect_format(data)
     except AnnotationError as e:
@@ -219,31 +226,51 @@ def load_annotations(
     return out.subset(*subsets) if subsets is not None else out
 
 
+def _number(x: object) -> float | None:
+    """``x`` as a float when it is a JSON number (not a bool, not a string), else ``None``."""
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
 def _parse_video(path: Path, video_id: str, entry: object, ids_in_file: dict[str, int]) -> VideoAnnotation:
     where = f"{path}: video {video_id!r}"
     if not isinstance(entry, dict):
         raise AnnotationError(f"{where}: entry is a {type(entry).__name__}, not a mapping")
-    try:
-        duration = float(entry["duration"])
-    except (KeyError, TypeError, ValueError):
-        raise AnnotationError(f"{where}: missing or non-numeric 'duration'") from None
+    duration = _number(entry.get("duration"))
+    if duration is None:
+        raise AnnotationError(f"{where}: missing or non-numeric 'duration' ({entry.get('duration')!r})")
+    if not (np.isfinite(duration) and duration > 0):
+        raise AnnotationError(f"{where}: 'duration' must be a positive number of seconds, got {duration}")
+    annotations = entry.get("annotations", [])
+    if not isinstance(annotations, list):
+        raise AnnotationError(f"{where}: 'annotations' must be a list, got a {type(annotations).__name__}")
     segments, labels = [], []
-    for k, ann in enumerate(entry.get("annotations", [])):
-        try:
-            s, e = (float(x) for x in ann["segment"])
-            label = str(ann["label"])
-        except (KeyError, TypeError, ValueError):
+    for k, ann in enumerate(annotations):
+        segment = ann.get("segment") if isinstance(ann, dict) else None
+        times = [_number(x) for x in segment] if isinstance(segment, list) else []
+        if len(times) != 2 or None in times:
             raise AnnotationError(
-                f"{where}: annotation {k} needs 'segment': [start, end] and 'label'"
-            ) from None
+                f"{where}: annotation {k} needs 'segment': [start, end] in seconds, got {segment!r}"
+            )
+        if not all(np.isfinite(times)):
+            raise AnnotationError(f"{where}: annotation {k} has a non-finite time {segment!r}")
+        label = ann.get("label")
+        if isinstance(label, bool) or not isinstance(label, (str, int)) or label == "":
+            raise AnnotationError(f"{where}: annotation {k} needs a 'label' (a name), got {label!r}")
+        label = str(label)
         if "label_id" in ann:
-            lid = int(ann["label_id"])
+            lid = ann["label_id"]
+            if isinstance(lid, bool) or not isinstance(lid, int):
+                raise AnnotationError(f"{where}: annotation {k}: 'label_id' must be an integer, got {lid!r}")
             if ids_in_file.setdefault(label, lid) != lid:
                 raise AnnotationError(f"{where}: label {label!r} has ids {ids_in_file[label]} and {lid}")
-        segments.append((s, e))
+        segments.append(times)
         labels.append(label)
     fps = entry.get("fps")
+    if fps is not None and _number(fps) is None:
+        raise AnnotationError(f"{where}: 'fps' must be a number, got {fps!r}")
     frames = entry.get("actual_frame_num", entry.get("num_frames"))
+    if frames is not None and _number(frames) is None:
+        raise AnnotationError(f"{where}: 'actual_frame_num' must be a number, got {frames!r}")
     return VideoAnnotation(
         video_id=video_id,
         subset=str(entry.get("subset", "")),

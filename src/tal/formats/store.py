@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -74,12 +75,18 @@ def check_video_id(video_id: str, root: Path) -> None:
         )
 
 
+WHAT_TO_DO = "fix or remove the file, or set data.on_bad_feature=skip to leave such videos out (counted)"
+
+
 class FeatureStore:
     """Lazy reader of one feature store (folder or HDF5 file).
 
-    ``load(video_id)`` returns a validated ``(T, C)`` float32 array: it raises :class:`FeatureError` naming the
-    file and the video when the file is missing or unreadable, is not 2-D, is empty, holds NaN/Inf, or its width
-    differs from ``channels`` (given, or learnt from the first file read).
+    ``header(video_id)`` reads a file's shape and dtype cheaply (a memory-mapped ``.npy``, the member header of
+    an ``.npz``, HDF5 metadata; a ``.pt`` has no header and is read whole); :meth:`validate` checks every
+    header of a list of videos before training and decides the expected width. ``load(video_id)`` returns a
+    ``(T, C)`` float32 array and raises :class:`FeatureError` naming the file, the video, the problem and what
+    to do when the file is missing or unreadable, is not 2-D, is empty, is not numeric, holds NaN/Inf, or its
+    width differs from ``channels`` (given, decided by :meth:`validate`, or learnt from the first file read).
     """
 
     def __init__(self, path: str | os.PathLike, channels: int | None = None, name: str | None = None):
@@ -96,10 +103,17 @@ class FeatureStore:
                     self._files[p.stem] = p
         elif self.path.is_file() and self.path.suffix in (".h5", ".hdf5"):
             self.kind = "hdf5"
-            with self._open_h5(self.path) as f:
-                self._files = {k: self.path for k in f.keys()}
+            try:
+                with self._open_h5(self.path) as f:
+                    self._files = {k: self.path for k in f.keys()}
+            except OSError as e:
+                raise FeatureError(f"feature store {self.path}: unreadable HDF5 file ({e})") from None
         else:
             raise FeatureError(f"feature store {self.path}: not a folder nor an .h5/.hdf5 file")
+        self.lengths: dict[str, int] = {}  # T of each video whose header was validated
+        self.manifest = read_manifest(self.path)
+        if self.channels is None and self.manifest is not None:
+            self.channels = self.manifest.width
 
     @staticmethod
     def _open_h5(path):
@@ -124,57 +138,153 @@ class FeatureStore:
             return self.path
         return self._files.get(video_id, self.path / f"{video_id}.npy")
 
+    def where(self, video_id: str) -> str:
+        return f"feature file {self.file_of(video_id)} (video {video_id!r}, store {self.name!r})"
+
+    # ------------------------------------------------------------------ headers
+    def header(self, video_id: str) -> tuple[tuple[int, ...], np.dtype]:
+        """``(shape, dtype)`` of a video's array without reading its values (except for ``.pt``)."""
+        path, where = self.file_of(video_id), self.where(video_id)
+        if video_id not in self._files:
+            raise FeatureError(f"{where}: missing")
+        try:
+            if self.kind == "hdf5":
+                node = self._h5file()[video_id]
+                if not hasattr(node, "shape"):
+                    raise FeatureError(
+                        f"{where}: an HDF5 group, not a dataset; store one (T, C) dataset per video"
+                    )
+                return tuple(node.shape), node.dtype
+            if path.suffix == ".npy":
+                x = np.load(path, mmap_mode="r", allow_pickle=False)
+                return tuple(x.shape), x.dtype
+            if path.suffix == ".npz":
+                with np.load(path, allow_pickle=False) as z:
+                    key = self._npz_key(z.files, path)
+                    with z.zip.open(f"{key}.npy") as f:
+                        version = np.lib.format.read_magic(f)
+                        if version == (1, 0):
+                            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                        elif version == (2, 0):
+                            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                        else:  # no public header reader: read the member
+                            x = z[key]
+                            shape, dtype = x.shape, x.dtype
+                return tuple(shape), dtype
+            x = self._read(video_id, path)
+            return tuple(x.shape), x.dtype
+        except FeatureError as e:
+            raise FeatureError(f"{where}: {e}; {WHAT_TO_DO}") from None
+        except Exception as e:  # corrupt or truncated file: numpy / zip / pickle / h5py errors
+            raise FeatureError(f"{where}: unreadable ({type(e).__name__}: {e}); {WHAT_TO_DO}") from None
+
+    def shape_problem(self, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+        """What is wrong with an array of this shape and dtype (width aside), or ``None``."""
+        if len(shape) != 2:
+            return f"expected a (T, C) array, got shape {shape}"
+        if shape[0] == 0 or shape[1] == 0:
+            return f"empty array of shape {shape}"
+        if dtype.kind not in "iuf":
+            return f"non-numeric dtype {dtype} (features must be floats)"
+        return None
+
+    def validate(self, video_ids: list[str]) -> dict[str, str]:
+        """Check the header of every video of ``video_ids``; set :attr:`channels` (the manifest's or given
+        width, else the majority width) and return ``{video_id: problem}`` for the videos that cannot be used
+        (missing, unreadable, wrong shape or dtype, minority width), each problem naming the file."""
+        problems: dict[str, str] = {}
+        widths: dict[str, int] = {}
+        for vid in video_ids:
+            try:
+                shape, dtype = self.header(vid)
+            except FeatureError as e:
+                problems[vid] = str(e)
+                continue
+            problem = self.shape_problem(shape, dtype)
+            if problem:
+                problems[vid] = f"{self.where(vid)}: {problem}; {WHAT_TO_DO}"
+            else:
+                widths[vid] = shape[1]
+                self.lengths[vid] = shape[0]
+        if widths:
+            counts = Counter(widths.values())
+            source = "the store's manifest" if self.manifest and self.manifest.width else "the configuration"
+            if self.channels is None:
+                self.channels, majority = counts.most_common(1)[0]
+                source = f"{majority} of {len(widths)} files"
+            for vid, width in widths.items():
+                if width != self.channels:
+                    problems[vid] = (
+                        f"{self.where(vid)}: width {width}, but this store has {self.channels} channels "
+                        f"({source}); {WHAT_TO_DO}"
+                    )
+        return problems
+
+    # ------------------------------------------------------------------ values
     def load(self, video_id: str) -> np.ndarray:
-        path = self.file_of(video_id)
-        where = f"feature file {path} (video {video_id!r}, store {self.name!r})"
+        path, where = self.file_of(video_id), self.where(video_id)
         if video_id not in self._files:
             raise FeatureError(f"{where}: missing")
         try:
             x = self._read(video_id, path)
-        except FeatureError:
-            raise
+        except FeatureError as e:
+            raise FeatureError(f"{where}: {e}; {WHAT_TO_DO}") from None
         except Exception as e:  # corrupt file: numpy / zip / pickle / h5py errors
-            raise FeatureError(f"{where}: unreadable ({type(e).__name__}: {e})") from None
+            raise FeatureError(f"{where}: unreadable ({type(e).__name__}: {e}); {WHAT_TO_DO}") from None
         x = np.asarray(x)
-        if x.ndim != 2:
-            raise FeatureError(f"{where}: expected a (T, C) array, got shape {tuple(x.shape)}")
-        if x.shape[0] == 0:
-            raise FeatureError(f"{where}: empty sequence (T = 0)")
-        if not np.issubdtype(x.dtype, np.number):
-            raise FeatureError(f"{where}: non-numeric dtype {x.dtype}")
-        x = x.astype(np.float32, copy=False)
+        problem = self.shape_problem(tuple(x.shape), x.dtype)
+        if problem:
+            raise FeatureError(f"{where}: {problem}; {WHAT_TO_DO}")
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is reported just below
+            x = x.astype(np.float32, copy=False)
         if not np.isfinite(x).all():
             bad = np.argwhere(~np.isfinite(x))[0]
-            raise FeatureError(f"{where}: non-finite value (NaN/Inf), first at time index {bad[0]}")
+            raise FeatureError(
+                f"{where}: non-finite value (NaN/Inf), first at time index {bad[0]} channel {bad[1]}; {WHAT_TO_DO}"
+            )
         if self.channels is None:
             self.channels = x.shape[1]
         elif x.shape[1] != self.channels:
-            raise FeatureError(f"{where}: width {x.shape[1]} but this store has {self.channels} channels")
+            raise FeatureError(
+                f"{where}: width {x.shape[1]} but this store has {self.channels} channels; {WHAT_TO_DO}"
+            )
         return x
+
+    def _h5file(self):
+        if self._h5 is None or self._h5_pid != os.getpid():
+            self._h5, self._h5_pid = self._open_h5(self.path), os.getpid()
+        return self._h5
+
+    @staticmethod
+    def _npz_key(files: list[str], path: Path) -> str:
+        key = next((k for k in ("feats", "features", "arr_0") if k in files), None)
+        if key is None:
+            if len(files) != 1:
+                raise FeatureError(f"an npz with arrays {files}: name the features 'feats'")
+            key = files[0]
+        return key
 
     def _read(self, video_id: str, path: Path):
         if self.kind == "hdf5":
-            if self._h5 is None or self._h5_pid != os.getpid():
-                self._h5, self._h5_pid = self._open_h5(self.path), os.getpid()
-            return self._h5[video_id][()]
+            node = self._h5file()[video_id]
+            if not hasattr(node, "shape"):
+                raise FeatureError("an HDF5 group, not a dataset (store one (T, C) dataset per video)")
+            return node[()]
         if path.suffix == ".npy":
             return np.load(path, allow_pickle=False)
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
-                key = next((k for k in ("feats", "features", "arr_0") if k in z.files), None)
-                if key is None:
-                    if len(z.files) != 1:
-                        raise FeatureError(f"{path}: npz with arrays {z.files}; name one 'feats'")
-                    key = z.files[0]
-                return z[key]
+                return z[self._npz_key(z.files, path)]
         import torch
 
         obj = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(obj, dict):
             obj = next((obj[k] for k in ("feats", "features") if k in obj), None)
         if not isinstance(obj, torch.Tensor):
-            raise FeatureError(f"{path}: .pt file must hold a tensor or a dict with 'feats'")
-        return obj.float().numpy()
+            raise FeatureError("a .pt file must hold a tensor or a dict with 'feats'")
+        if obj.is_floating_point():
+            obj = obj.float()
+        return obj.numpy()
 
 
 class ConcatStore:
@@ -198,6 +308,14 @@ class ConcatStore:
         if any(s.channels is None for s in self.stores):
             return None
         return sum(s.channels for s in self.stores)
+
+    def validate(self, video_ids: list[str]) -> dict[str, str]:
+        """:meth:`FeatureStore.validate` of every store; ``{video_id: problem}`` (the first store's problem)."""
+        problems: dict[str, str] = {}
+        for store in self.stores:
+            for vid, problem in store.validate(video_ids).items():
+                problems.setdefault(vid, problem)
+        return problems
 
     def load(self, video_id: str) -> np.ndarray:
         parts = [s.load(video_id) for s in self.stores]

@@ -5,29 +5,74 @@ A family subclasses :class:`TALModule`, sets :attr:`TALModule.result_kind` and i
 or many:
 
 * validation collects every video's rows in a :class:`~tal.eval.DetectionMAP` / :class:`~tal.eval.ProposalAR`
-  (gathered across processes, de-duplicated by ``video_idx``), logs ``val/<metric>`` and ``val/score``, and
-  rank zero writes ``{kind}_val.json`` and ``eval_val.json`` in the run folder;
+  (gathered across processes, de-duplicated by ``video_idx``) scored against the validation ground truth exactly
+  as ``python -m tal.eval`` reads it from the annotation file (so the two agree to the last digit), logs
+  ``val/<metric>`` and ``val/score`` (and, with ``eval.clean_ground_truth``, ``val_clean/<metric>`` against the
+  cleaned ground truth the model trains on), and rank zero writes ``{kind}_val.json`` and ``eval_val.json``;
 * prediction runs over each split of ``datamodule.predict_splits`` and rank zero writes
   ``{kind}_{split}.json`` (through :mod:`tal.formats.results`), atomically, holding exactly that split's videos.
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from tal.eval.checks import diagnose
+from tal.eval.detection import evaluate_detection
 from tal.eval.metrics import DetectionMAP, ProposalAR, SegmentCollector
+from tal.eval.proposal import evaluate_proposals
+from tal.formats.annotations import AnnotationSet
 from tal.formats.results import write_results
 from tal.utils.io import atomic_write_json
 
 #: the evaluation settings a module uses when none are given (``eval:`` block of ``conf/run.yaml``)
-DEFAULT_EVAL = {"tiou_thresholds": "anet", "max_avg_proposals": 100}
+DEFAULT_EVAL = {
+    "tiou_thresholds": "anet",
+    "max_avg_proposals": 100,
+    "protocol": "official",
+    "clean_ground_truth": False,
+}
 
 #: one video's predictions: ``segments_sec (K, 2)`` float64, ``scores (K,)``, ``labels (K,)`` long or ``None``
 VideoRows = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
+
+
+#: the numbers of the last validation, in float64, with the checks (written by rank zero in the run folder)
+EVAL_REPORT = "eval_val.json"
+
+
+def rng_states() -> dict:
+    """The global random states of torch, numpy and Python, as tensors and plain numbers (so the checkpoint
+    still loads with ``torch.load(weights_only=True)``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "gauss": gauss,
+        },
+        "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
+    }
+
+
+def set_rng_states(states: dict) -> None:
+    """Restore what :func:`rng_states` saved."""
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    py = states["python"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
 
 
 def results_path(root: str | Path, kind: str, split: str) -> Path:
@@ -62,18 +107,33 @@ class TALModule(pl.LightningModule):
     def _label_names(self) -> list[str] | None:
         return list(self.trainer.datamodule.label_names) if self.result_kind == "detections" else None
 
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Save the random states (torch, numpy, python), so a resumed run shuffles, crops and drops out
+        exactly as the uninterrupted run would have from this point; and the class names with the weights, so a
+        checkpoint alone names its detections (``tal.detect``). A family overriding this calls ``super()``."""
+        checkpoint["rng_states"] = rng_states()
+        names = getattr(getattr(self._trainer, "datamodule", None), "label_names", None)
+        if names:
+            checkpoint["label_names"] = list(names)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rng_states" in checkpoint and self._trainer is not None and self.trainer.state.fn == "fit":
+            set_rng_states(checkpoint["rng_states"])
+
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None:
             return
         if stage in ("fit", "validate"):
-            gt, ids = dm.ground_truth("val"), dm.video_ids("val")
+            gt, ids = dm.eval_ground_truth("val"), dm.video_ids("val")
             ev = self.eval_settings
             if self.result_kind == "detections":
-                self.val_metric = DetectionMAP(gt, ids, ev["tiou_thresholds"])
+                self.val_metric = DetectionMAP(gt, ids, ev["tiou_thresholds"], ev["protocol"])
             else:
-                self.val_metric = ProposalAR(gt, ids, ev["max_avg_proposals"])
+                self.val_metric = ProposalAR(gt, ids, ev["max_avg_proposals"], ev["protocol"])
+            self.val_clean_ground_truth = dm.ground_truth("val") if ev["clean_ground_truth"] else None
         if stage == "predict":
             self.predict_splits = list(dm.predict_splits)
             labels = self._label_names()
@@ -89,9 +149,8 @@ class TALModule(pl.LightningModule):
         self.update_val_metric(batch, self.predict_segments(batch))
 
     def on_validation_epoch_end(self) -> None:
-        finish_validation(
-            self, self.val_metric, self.score_key, results_path("", self.result_kind, "val").name
-        )
+        name = results_path("", self.result_kind, "val").name
+        finish_validation(self, self.val_metric, self.score_key, name, self.val_clean_ground_truth)
 
     # ------------------------------------------------------------------ prediction
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -114,20 +173,56 @@ def _update(collector: SegmentCollector, batch: dict, rows: list[VideoRows]) -> 
 
 
 def finish_validation(
-    module: pl.LightningModule, metric: SegmentCollector, score_key: str, results_file: str
+    module: pl.LightningModule,
+    metric: DetectionMAP | ProposalAR,
+    score_key: str,
+    results_file: str,
+    clean_ground_truth: AnnotationSet | None = None,
 ) -> dict:
     """End of a validation epoch: compute ``metric`` (synced, de-duplicated), log ``val/<name>`` for each value
-    and ``val/score`` = ``score_key``, and on global rank zero write the gathered predictions to
-    ``results_file`` and the numbers to ``eval_val.json`` in the run folder (atomically). Returns the numbers."""
-    metrics = {k: float(v) for k, v in metric.compute().items()}
+    and ``val/score`` = ``score_key`` (and ``val_clean/<name>`` against ``clean_ground_truth`` when given), and
+    on global rank zero write the gathered predictions to ``results_file`` and the numbers (float64), with the
+    checks of :func:`tal.eval.checks.diagnose`, to ``eval_val.json`` in the run folder (atomically). Returns the
+    numbers."""
+    metrics = {f"val/{k}": float(v) for k, v in metric.compute().items()}
+    metrics["val/score"] = metrics[f"val/{score_key}"]
     predictions = metric.predictions
     metric.reset()
-    module.log_dict({f"val/{k}": v for k, v in metrics.items()})
-    module.log("val/score", metrics[score_key])
+    if clean_ground_truth is not None:
+        clean = _evaluate(metric, clean_ground_truth, predictions)
+        metrics.update({f"val_clean/{k}": v for k, v in clean.items()})
+    module.log_dict(metrics)
     trainer = module.trainer
     if trainer.is_global_zero and not trainer.sanity_checking:
         root = Path(trainer.default_root_dir)
         write_results(root / results_file, predictions)
-        report = {"epoch": module.current_epoch, "step": module.global_step, **metrics}
-        atomic_write_json(root / "eval_val.json", report, indent=2)
+        checks = diagnose(metric.ground_truth, predictions, "model's predictions")
+        if checks.warnings and not getattr(module, "_warned_val_checks", False):
+            from rich.console import Console
+            from rich.markup import escape
+
+            for warning in checks.warnings:
+                Console().print(f"[yellow]validation:[/yellow] {escape(warning)}", soft_wrap=True)
+            module._warned_val_checks = True
+        # float64 here; Lightning's logged values are float32
+        report = {
+            "epoch": module.current_epoch,
+            "step": module.global_step,
+            **metrics,
+            "checks": checks.to_dict(),
+        }
+        atomic_write_json(root / EVAL_REPORT, report, indent=2)
     return metrics
+
+
+def _evaluate(
+    metric: DetectionMAP | ProposalAR, ground_truth: AnnotationSet, predictions
+) -> dict[str, float]:
+    """``metric``'s numbers for ``predictions`` against another ``ground_truth`` (same settings)."""
+    if isinstance(metric, DetectionMAP):
+        result = evaluate_detection(ground_truth, predictions, metric.tiou_thresholds, metric.protocol)
+    else:
+        result = evaluate_proposals(
+            ground_truth, predictions, metric.max_avg_proposals, protocol=metric.protocol
+        )
+    return result.metrics()

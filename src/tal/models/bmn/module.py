@@ -51,6 +51,11 @@ class BMNModule(TALModule):
         self.save_hyperparameters()
         self.L = int(L)
         self.D = int(D) if D is not None else self.L // 2
+        if self.L < 2 or not 1 <= self.D <= self.L:
+            raise ValueError(
+                f"BMN needs a grid of L >= 2 positions and 1 <= D <= L durations, got L={L}, D={self.D} "
+                "(set the top-level L, e.g. L=100)"
+            )
         net = dict(network or {})
         if "dilations" in net:
             net["dilations"] = tuple(net["dilations"] or [1])
