@@ -169,3 +169,30 @@ def test_inference_at_own_length_equals_the_padded_run():
         torch.testing.assert_close(seg_o, seg_p, atol=1e-4, rtol=1e-5)
         torch.testing.assert_close(score_o, score_p, atol=1e-5, rtol=1e-5)
         assert torch.equal(label_o, label_p)
+
+
+@pytest.mark.parametrize(
+    "experiment", ["actionformer_synthetic", "actionformer_thumos_synthetic", "actionformer_thumos"]
+)
+def test_experiment_networks_banded_equals_dense(experiment):
+    """The network of each ActionFormer experiment (its width, heads, window, levels) at its ``max_seq_len``: banded
+    and dense attention give the same outputs and parameter gradients, so training and evaluation are the same
+    function (the runs differ by float rounding only)."""
+    from tal.run import compose
+
+    cfg = compose([f"experiment={experiment}", "data.synthetic.annotations=unused.json"])
+    network = dict(cfg.model.network) | {"path_drop": 0.0}
+    length = int(cfg.data.max_seq_len)
+    results = []
+    for attention in ("banded", "dense"):
+        torch.manual_seed(0)
+        net = ActionFormerNet(8, 5, **(network | {"attention": attention})).double()
+        gen = torch.Generator().manual_seed(1)
+        feats = torch.randn(2, 8, length, generator=gen, dtype=torch.float64)
+        mask = torch.arange(length)[None] < torch.tensor([length, length * 3 // 5])[:, None]
+        cls, off, _ = net(feats, mask)
+        (sum(c.sum() for c in cls) + sum((o**2).sum() for o in off)).backward()
+        results.append((cls + off, [p.grad for p in net.parameters()]))
+    (out_b, grads_b), (out_d, grads_d) = results
+    for a, b in zip(out_b + grads_b, out_d + grads_d):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
