@@ -172,15 +172,20 @@ def test_inference_at_own_length_equals_the_padded_run():
 
 
 @pytest.mark.parametrize(
-    "experiment", ["actionformer_synthetic", "actionformer_thumos_synthetic", "actionformer_thumos"]
+    "overrides",
+    [
+        ["experiment=actionformer_synthetic"],
+        ["experiment=actionformer_thumos_synthetic", "data.synthetic.annotations=unused.json"],
+        ["experiment=actionformer_thumos"],
+    ],
 )
-def test_experiment_networks_banded_equals_dense(experiment):
+def test_experiment_networks_banded_equals_dense(overrides):
     """The network of each ActionFormer experiment (its width, heads, window, levels) at its ``max_seq_len``: banded
     and dense attention give the same outputs and parameter gradients, so training and evaluation are the same
     function (the runs differ by float rounding only)."""
     from tal.run import compose
 
-    cfg = compose([f"experiment={experiment}", "data.synthetic.annotations=unused.json"])
+    cfg = compose(overrides)
     network = dict(cfg.model.network) | {"path_drop": 0.0}
     length = int(cfg.data.max_seq_len)
     results = []
