@@ -1,38 +1,56 @@
-"""ActionFormer speed on CPU at the THUMOS14 configuration (input 2048, length 2304, batch 2, 20 classes).
+"""ActionFormer speed and memory on CPU: banded local attention against the dense masked local attention (the
+O(T²) reference, same function) and global attention, measured in the same run.
 
-Prints training iterations/s (forward + targets + loss + backward + AdamW step) and inference videos/s
-(forward + decoding + Soft-NMS), for the local-window model (window 19) and, as the reference measured in the
-same run, the same network with global attention at every level; plus the share of inference spent after the
-network (candidate selection + Soft-NMS; an untrained network scores every point near the 0.01 prior, so all
-2000 candidates per level reach Soft-NMS: the worst case).
+Two configurations, ActionFormer's THUMOS14 sizes (embedding / heads 512, 4 heads, window 19, 6 levels):
+THUMOS (input 2048 × 2304, 20 classes) and FineAction-like (input 2048 × 4608, 106 classes); batch 2 of videos
+filling 100% and ~78% of ``max_seq_len``, 10 instances each. For each attention:
 
-    flock /tmp/tal_heavy.lock .venv/bin/python benchmarks/bench_actionformer.py [--iters 3] [--threads 2]
+- training s/iteration: forward + targets + loss + backward + AdamW step on the padded batch;
+- inference s/video: :meth:`ActionFormerModule.predict_segments` (each video at its own length, decoding and
+  Soft-NMS; an untrained network scores every point near the 0.01 prior, so 2000 candidates per level reach
+  Soft-NMS: the worst case); for dense local also as before this issue: the batch padded to ``max_seq_len`` in
+  one forward pass;
+- peak memory: the most resident memory the training (resp. inference) steps add to the process, from a fresh
+  process per measurement (Linux ``VmHWM`` after resetting it through ``/proc/self/clear_refs``).
+
+    /work/bin/heavy python benchmarks/bench_actionformer.py [--iters 2] [--threads 2] [--configs thumos fineaction]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import time
+from pathlib import Path
 
 import torch
 
 from tal.models.actionformer import ActionFormerModule
 
-IN_CHANNELS, NUM_CLASSES, LENGTH, BATCH = 2048, 20, 2304, 2
+CONFIGS = {
+    "thumos": dict(title="THUMOS", in_channels=2048, num_classes=20, max_seq_len=2304),
+    "fineaction": dict(title="FineAction-like", in_channels=2048, num_classes=106, max_seq_len=4608),
+}
+VARIANTS = {
+    "banded local": dict(window_size=19, attention="banded"),
+    "dense local": dict(window_size=19, attention="dense"),
+    "global": dict(window_size=0, attention="dense"),
+}
+BATCH = 2
 
 
-def make_batch(generator: torch.Generator) -> dict:
-    """A THUMOS-like padded batch: videos of 2304 and 1800 positions with 10 instances each."""
-    lengths = [LENGTH, 1800]
-    mask = torch.arange(LENGTH)[None] < torch.tensor(lengths)[:, None]
+def make_batch(in_channels: int, num_classes: int, max_seq_len: int, generator: torch.Generator) -> dict:
+    """A padded batch of two videos, ``max_seq_len`` and ~78% of it long, with 10 instances each."""
+    lengths = [max_seq_len, max_seq_len * 25 // 32]
+    mask = torch.arange(max_seq_len)[None] < torch.tensor(lengths)[:, None]
     segments, labels = [], []
     for n in lengths:
         start = torch.rand(10, generator=generator) * (n - 200)
         segments.append(torch.stack([start, start + 10 + torch.rand(10, generator=generator) * 150], dim=1))
-        labels.append(torch.randint(0, NUM_CLASSES, (10,), generator=generator))
+        labels.append(torch.randint(0, num_classes, (10,), generator=generator))
     return {
         "video_idx": torch.arange(BATCH),
-        "feats": torch.randn(BATCH, IN_CHANNELS, LENGTH, generator=generator) * mask[:, None],
+        "feats": torch.randn(BATCH, in_channels, max_seq_len, generator=generator) * mask[:, None],
         "mask": mask,
         "segments": segments,
         "labels": labels,
@@ -42,19 +60,23 @@ def make_batch(generator: torch.Generator) -> dict:
     }
 
 
-def timed(fn, iters: int) -> float:
-    """Mean seconds per call after one warm-up call."""
-    fn()
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    return (time.perf_counter() - start) / iters
+def _status_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
 
 
-def measure(window_size: int, batch: dict, iters: int) -> dict[str, float]:
+def measure(config: str, variant: str, phase: str, iters: int, threads: int) -> dict[str, float]:
+    """Seconds per call of one ``phase`` (train: one iteration; infer: one batch) and the peak MiB it adds."""
+    torch.set_num_threads(threads)
+    cfg = CONFIGS[config]
+    batch = make_batch(
+        cfg["in_channels"], cfg["num_classes"], cfg["max_seq_len"], torch.Generator().manual_seed(0)
+    )
     torch.manual_seed(0)
     model = ActionFormerModule(
-        IN_CHANNELS, NUM_CLASSES, max_seq_len=LENGTH, network={"window_size": window_size}
+        cfg["in_channels"], cfg["num_classes"], max_seq_len=cfg["max_seq_len"], network=VARIANTS[variant]
     )
     model.log = lambda *a, **k: None  # no trainer attached
     model.log_dict = lambda *a, **k: None
@@ -67,39 +89,82 @@ def measure(window_size: int, batch: dict, iters: int) -> dict[str, float]:
         loss.backward()
         optimizer.step()
 
-    def network_only():
+    def infer():
         model.eval()
-        with torch.no_grad():
-            return model(batch["feats"], batch["mask"])
+        model.predict_segments(batch)
 
-    outputs = network_only()
-    train_sec, net_sec = timed(train_step, iters), timed(network_only, iters)
-    post_sec = timed(lambda: model.decode(outputs, batch), iters)
-    return {
-        "train_it_per_s": 1 / train_sec,
-        "infer_videos_per_s": BATCH / (net_sec + post_sec),
-        "post_share": post_sec / (net_sec + post_sec),
-    }
+    @torch.no_grad()
+    def infer_padded():
+        model.eval()
+        model.decode(model(batch["feats"], batch["mask"]), batch)
+
+    fn = {"train": train_step, "infer": infer, "infer_padded": infer_padded}[phase]
+    if phase == "train":  # AdamW's state exists before the baseline: it is the model's, not the step's
+        train_step()
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident size (VmHWM) to the current one
+    baseline_kib = _status_kib("VmRSS")
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    sec = (time.perf_counter() - start) / iters
+    return {"sec": sec, "peak_mib": (_status_kib("VmHWM") - baseline_kib) / 1024}
+
+
+def _child(queue, *args) -> None:
+    queue.put(measure(*args))
+
+
+def measure_fresh(*args) -> dict[str, float]:
+    """:func:`measure` in a fresh process, so that no earlier allocation hides or inflates the peak."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(queue, *args))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=2, help="timed calls after one warm-up call")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=["thumos", "fineaction"])
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    batch = make_batch(torch.Generator().manual_seed(0))
-    print(f"ActionFormer, input {IN_CHANNELS} x {LENGTH}, batch {BATCH}, {args.threads} CPU threads")
-    local, glob = measure(19, batch, args.iters), measure(0, batch, args.iters)
-    for name, r in (("local window 19", local), ("global (reference)", glob)):
+    for config in args.configs:
+        cfg = CONFIGS[config]
         print(
-            f"{name:>20}: train {r['train_it_per_s']:.3f} it/s, inference {r['infer_videos_per_s']:.2f} videos/s "
-            f"(post-processing {100 * r['post_share']:.0f}% of inference)"
+            f"\n{cfg['title']}: input {cfg['in_channels']} x {cfg['max_seq_len']}, {cfg['num_classes']} classes, "
+            f"batch {BATCH}, window 19, {args.threads} CPU threads, {args.iters} timed calls"
         )
-    print(
-        f"local / global: train speed x{local['train_it_per_s'] / glob['train_it_per_s']:.2f}, "
-        f"inference speed x{local['infer_videos_per_s'] / glob['infer_videos_per_s']:.2f}"
-    )
+        res = {
+            v: {p: measure_fresh(config, v, p, args.iters, args.threads) for p in ("train", "infer")}
+            for v in VARIANTS
+        }
+        print(
+            f"{'':>14} {'train s/it':>11} {'infer s/video':>14} {'train peak MiB':>15} {'infer peak MiB':>15}"
+        )
+        for v, r in res.items():
+            print(
+                f"{v:>14} {r['train']['sec']:>11.2f} {r['infer']['sec'] / BATCH:>14.3f} "
+                f"{r['train']['peak_mib']:>15.0f} {r['infer']['peak_mib']:>15.0f}"
+            )
+        padded = measure_fresh(config, "dense local", "infer_padded", args.iters, args.threads)
+        print(
+            f"dense local, inference as before (the batch padded to max_seq_len, one pass): "
+            f"{padded['sec'] / BATCH:.3f} s/video, peak {padded['peak_mib']:.0f} MiB; banded local at each "
+            f"video's own length: x{padded['sec'] / res['banded local']['infer']['sec']:.2f} faster"
+        )
+        ref = res["dense local"]
+        for v in ("banded local", "global"):
+            r = res[v]
+            print(
+                f"{v} vs dense local: training x{ref['train']['sec'] / r['train']['sec']:.2f} faster, inference "
+                f"x{ref['infer']['sec'] / r['infer']['sec']:.2f} faster, peak memory x"
+                f"{r['train']['peak_mib'] / ref['train']['peak_mib']:.2f} (training) / x"
+                f"{r['infer']['peak_mib'] / ref['infer']['peak_mib']:.2f} (inference)"
+            )
 
 
 if __name__ == "__main__":

@@ -1,23 +1,28 @@
 """ActionFormer (Zhang et al. 2022): one-stage anchor-free detector with local self-attention on a pyramid."""
 
 from .blocks import (
+    ATTENTION_IMPLS,
     LayerNorm1d,
     LayerScale1d,
     LocalSelfAttention,
     MaskedConv1d,
     Scale,
     TransformerBlock,
+    banded_block_size,
+    banded_local_attention,
+    dense_local_attention,
     downsample_mask,
     local_attention,
     local_window_mask,
 )
 from .losses import PositiveCountEMA, actionformer_loss, diou_loss_1d
-from .module import ActionFormerModule, warmup_cosine_factor, weight_decay_groups
+from .module import ActionFormerModule, valid_lengths, warmup_cosine_factor, weight_decay_groups
 from .network import ActionFormerNet, ConvHead, level_window_sizes, pad_to_multiple, relu_pass_through
 from .postprocess import detect_video, select_candidates, vote_per_class
 from .targets import DEFAULT_REGRESS_RANGES, assign_targets, make_points
 
 __all__ = [
+    "ATTENTION_IMPLS",
     "DEFAULT_REGRESS_RANGES",
     "ActionFormerModule",
     "ActionFormerNet",
@@ -31,6 +36,9 @@ __all__ = [
     "TransformerBlock",
     "actionformer_loss",
     "assign_targets",
+    "banded_block_size",
+    "banded_local_attention",
+    "dense_local_attention",
     "detect_video",
     "diou_loss_1d",
     "downsample_mask",
@@ -41,6 +49,7 @@ __all__ = [
     "pad_to_multiple",
     "relu_pass_through",
     "select_candidates",
+    "valid_lengths",
     "vote_per_class",
     "warmup_cosine_factor",
     "weight_decay_groups",

@@ -30,7 +30,7 @@ def local_window_mask(length: int, window_size: int, device: torch.device | None
     return (idx[:, None] - idx[None, :]).abs() <= window_size // 2
 
 
-def local_attention(
+def dense_local_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -38,7 +38,9 @@ def local_attention(
     window_size: int,
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    """Multi-head self-attention restricted to a window around each query and to valid keys.
+    """Multi-head self-attention restricted to a window around each query and to valid keys, as one dense
+    ``(T, T)`` masked ``scaled_dot_product_attention``: O(T²) time and memory. Global attention when
+    ``window_size <= 0``.
 
     q, k, v: ``(B, H, T, D)``; key_mask: ``(B, T)`` bool (True = valid). Returns ``(B, H, T, D)``.
     A query always sees itself, so padded queries (whose window may hold no valid key) never produce NaN;
@@ -48,6 +50,78 @@ def local_attention(
     allowed = local_window_mask(length, window_size, q.device)[None, None] & key_mask[:, None, None, :]
     allowed = allowed | torch.eye(length, dtype=torch.bool, device=q.device)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
+
+
+def banded_block_size(window_size: int) -> int:
+    """Query block length of :func:`banded_local_attention`: the window (``2 * (window_size // 2) + 1``), at
+    least 16 so that small windows still give matrix products big enough to be fast."""
+    return max(16, 2 * (window_size // 2) + 1)
+
+
+def banded_local_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_mask: torch.Tensor,
+    window_size: int,
+    dropout_p: float = 0.0,
+    block_size: int | None = None,
+) -> torch.Tensor:
+    """The function of :func:`dense_local_attention` (``window_size > 0``) in O(T·w) time and memory.
+
+    The queries are cut into blocks of ``c = block_size`` positions; block ``n`` attends the ``c + 2h`` keys
+    ``[n c - h, (n + 1) c + h)`` (``h = window_size // 2``), read as strided views (``unfold``) of the keys and
+    values padded by ``h`` on each side, never copied per query. Inside a block, query ``a`` may see key ``b``
+    iff ``0 <= b - a <= 2h`` (the window) and the key is valid (positions outside ``[0, T)`` are not), or
+    ``b - a == h`` (itself). Scores per block: ``(B, H, T / c, c, c + 2h)``.
+
+    q, k, v: ``(B, H, T, D)``; key_mask: ``(B, T)`` bool. Returns ``(B, H, T, D)``.
+    """
+    if window_size <= 0:
+        raise ValueError(f"banded attention needs a window, got window_size={window_size}")
+    b, heads, length, dim = q.shape
+    half, c = window_size // 2, block_size or banded_block_size(window_size)
+    num_blocks = -(-length // c)
+    span, extra = c + 2 * half, num_blocks * c - length
+    q_blocks = F.pad(q, (0, 0, 0, extra)).view(b, heads, num_blocks, c, dim)
+    k_blocks = F.pad(k, (0, 0, half, half + extra)).unfold(2, span, c)  # (B, H, N, D, c + 2h)
+    v_blocks = F.pad(v, (0, 0, half, half + extra)).unfold(2, span, c).transpose(-1, -2)  # (B, H, N, c+2h, D)
+    key_valid = F.pad(key_mask, (half, half + extra), value=False).unfold(1, span, c)  # (B, N, c + 2h)
+    rel = torch.arange(span, device=q.device)[None] - torch.arange(c, device=q.device)[:, None]  # (c, c + 2h)
+    allowed = ((rel >= 0) & (rel <= 2 * half) & key_valid[:, None, :, None, :]) | (rel == half)
+    scores = (q_blocks @ k_blocks) * dim**-0.5
+    weights = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+    if dropout_p > 0:
+        weights = F.dropout(weights, dropout_p)
+    out = (weights @ v_blocks).view(b, heads, num_blocks * c, dim)
+    return out[:, :, :length]
+
+
+ATTENTION_IMPLS = ("banded", "dense")
+
+
+def local_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_mask: torch.Tensor,
+    window_size: int,
+    dropout_p: float = 0.0,
+    impl: str = "banded",
+) -> torch.Tensor:
+    """Windowed (``window_size > 0``) or global masked self-attention; see :func:`dense_local_attention`.
+
+    ``impl="banded"`` computes a window with :func:`banded_local_attention` unless the level is too short for
+    the bands to be cheaper than the dense ``(T, T)`` scores (``T <= c + 2h``), where (as for global attention)
+    the dense version is used; ``"dense"`` always uses the dense version (the O(T²) reference). Both give the
+    same outputs and gradients to float tolerance.
+    """
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"unknown attention impl {impl!r}; expected one of {ATTENTION_IMPLS}")
+    half = window_size // 2
+    if impl == "dense" or window_size <= 0 or q.shape[-2] <= banded_block_size(window_size) + 2 * half:
+        return dense_local_attention(q, k, v, key_mask, window_size, dropout_p)
+    return banded_local_attention(q, k, v, key_mask, window_size, dropout_p)
 
 
 class LayerNorm1d(nn.LayerNorm):
@@ -79,6 +153,7 @@ class LocalSelfAttention(nn.Module):
     As ActionFormer's ``LocalMaskedMHCA``: query, key and value each come from their own depthwise (strided)
     conv + LayerNorm of the input, then their own linear projection (``separate_qkv_convs=False``: one depthwise
     conv + LayerNorm shared by the three, tal's earlier design, kept to measure the difference).
+    ``attention``: ``"banded"`` (O(T·w)) or ``"dense"`` (the O(T²) reference), see :func:`local_attention`.
     """
 
     def __init__(
@@ -90,11 +165,15 @@ class LocalSelfAttention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop=0.0,
         separate_qkv_convs: bool = True,
+        attention: str = "banded",
     ):
         super().__init__()
+        if attention not in ATTENTION_IMPLS:
+            raise ValueError(f"unknown attention {attention!r}; expected one of {ATTENTION_IMPLS}")
         if dim % num_heads:
             raise ValueError(f"attention dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads, self.window_size, self.attn_drop = num_heads, window_size, attn_drop
+        self.attention = attention
         n = 3 if separate_qkv_convs else 1
         self.dw_convs = nn.ModuleList(
             MaskedConv1d(dim, dim, 3, stride, groups=dim, bias=False) for _ in range(n)
@@ -117,7 +196,8 @@ class LocalSelfAttention(nn.Module):
             for proj, h in zip((self.q_proj, self.k_proj, self.v_proj), hs)
         )
         drop = self.attn_drop if self.training else 0.0
-        out = local_attention(q, k, v, out_mask, self.window_size, drop).transpose(1, 2).reshape(b, t, c)
+        out = local_attention(q, k, v, out_mask, self.window_size, drop, self.attention)
+        out = out.transpose(1, 2).reshape(b, t, c)
         out = self.proj_drop(self.proj(out)).transpose(1, 2)
         return out * out_mask[:, None].to(out.dtype), out_mask
 
@@ -152,11 +232,12 @@ class TransformerBlock(nn.Module):
         path_drop: float = 0.0,
         layer_scale_init: float | None = 1e-4,
         separate_qkv_convs: bool = True,
+        attention: str = "banded",
     ):
         super().__init__()
         self.norm1 = LayerNorm1d(dim)
         self.attn = LocalSelfAttention(
-            dim, num_heads, window_size, stride, attn_drop, proj_drop, separate_qkv_convs
+            dim, num_heads, window_size, stride, attn_drop, proj_drop, separate_qkv_convs, attention
         )
         self.skip = nn.MaxPool1d(3, stride, padding=1) if stride > 1 else nn.Identity()
         self.norm2 = LayerNorm1d(dim)

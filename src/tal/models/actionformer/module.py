@@ -35,6 +35,12 @@ def weight_decay_groups(module: torch.nn.Module, weight_decay: float) -> list[di
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def valid_lengths(mask: torch.Tensor) -> torch.Tensor:
+    """``mask (B, T)`` → ``(B,)`` long: one past the last valid position of each row (at least 1)."""
+    positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+    return (positions * mask).amax(dim=1).clamp(min=1)
+
+
 class ActionFormerModule(TALModule):
     """ActionFormer (Zhang et al. 2022) on batches of the tal contract (see ``CONTRIBUTING.md``).
 
@@ -143,8 +149,21 @@ class ActionFormerModule(TALModule):
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def predict_segments(self, batch: dict) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Detections per video of a batch: ``(segments_sec (K, 2), scores (K,), labels (K,))``, best first."""
-        return self.decode(self(batch["feats"], batch["mask"]), batch)
+        """Detections per video of a batch: ``(segments_sec (K, 2), scores (K,), labels (K,))``, best first.
+
+        Each video is run alone at its own length (up to its last valid position, which the network pads to a
+        multiple of its top stride), not at the batch's padded length (``max_seq_len`` at least): the outputs
+        at valid positions, hence the detections, are those of the padded run (to float tolerance).
+        """
+        rows = []
+        for b, length in enumerate(valid_lengths(batch["mask"]).tolist()):
+            video = {key: batch[key][b : b + 1] for key in ("sec_per_unit", "offset_sec", "duration_sec")}
+            video["feats"], video["mask"] = (
+                batch["feats"][b : b + 1, :, :length],
+                batch["mask"][b : b + 1, :length],
+            )
+            rows += self.decode(self(video["feats"], video["mask"]), video)
+        return rows
 
     def decode(self, outputs: tuple, batch: dict) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Post-processing of the network ``outputs`` of ``batch`` (see :func:`detect_video`), per video."""

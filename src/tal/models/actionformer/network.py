@@ -6,10 +6,10 @@ stride, non-negative) and the level mask ``(B, T_l)``.
 
 Length constraint: the backbone halves the sequence ``num_levels - 1`` times, so ``T`` must be a multiple of
 ``2 ** (num_levels - 1)`` (32 with the default 6 levels) for every level to hold whole points at positions
-``i * stride``. The attention here is a dense masked ``scaled_dot_product_attention``, so (unlike ActionFormer's
-chunked attention) there is no extra window-size factor. Training batches are padded to ``max_seq_len``, which
-the LightningModule checks; any other length (e.g. a long validation video) is padded here to the next
-multiple, which changes nothing at valid positions.
+``i * stride``. The banded attention masks its padded blocks itself, so (unlike ActionFormer's chunked
+attention) there is no extra window-size factor. Training batches are padded to ``max_seq_len``, which
+the LightningModule checks; any other length (inference runs each video at its own length) is padded here to
+the next multiple, which changes nothing at valid positions.
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ class ActionFormerNet(nn.Module):
     Initialised as ActionFormer: default PyTorch weights, every conv / linear bias at zero, the class bias at
     the prior ``prior_prob``; modules draw their initial weights in the official order, so after the same
     ``torch.manual_seed`` the initial weights are the official ones (the parity harness checks it).
-    ``layer_scale_init`` and ``separate_qkv_convs`` go to every :class:`TransformerBlock`. ``revive_offsets``:
+    ``layer_scale_init``, ``separate_qkv_convs`` and ``attention`` (``"banded"``: O(T·w) windows; ``"dense"``:
+    the O(T²) masked reference, same function) go to every :class:`TransformerBlock`. ``revive_offsets``:
     the offsets' ReLU passes its gradient below zero (:func:`relu_pass_through`; same outputs), so a dead
     offset channel still learns; ``False``: the plain ReLU of the official code.
     """
@@ -108,6 +109,7 @@ class ActionFormerNet(nn.Module):
         layer_scale_init: float | None = 1e-4,
         separate_qkv_convs: bool = True,
         revive_offsets: bool = True,
+        attention: str = "banded",
     ):
         super().__init__()
         self.num_levels = num_levels
@@ -128,6 +130,7 @@ class ActionFormerNet(nn.Module):
             path_drop=path_drop,
             layer_scale_init=layer_scale_init,
             separate_qkv_convs=separate_qkv_convs,
+            attention=attention,
         )
         self.stem = nn.ModuleList(
             TransformerBlock(embed_dim, num_heads, windows[0], **block) for _ in range(num_stem_blocks)
