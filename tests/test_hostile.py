@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -21,7 +21,10 @@ from tal.data import TALDataModule
 from tal.eval.__main__ import main as eval_main
 from tal.formats import AnnotationError, FeatureError, ResultsError, load_annotations, load_results
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same 150 examples on every machine, so a failure reproduces (and CI cannot flake)
+SETTINGS = settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 NUMBERS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
@@ -185,6 +188,16 @@ GT = {
 
 @SETTINGS
 @given(RESULTS)
+@example(  # ragged segments: numpy's own ValueError escaped once
+    {
+        "results": {
+            "v1": [
+                {"segment": [1.0, 1.0], "label": None, "score": None},
+                {"segment": [], "label": None, "score": None},
+            ]
+        }
+    }
+)
 def test_results_files_and_the_cli(data):
     with tempfile.TemporaryDirectory() as tmp:
         gt, pred = Path(tmp) / "gt.json", Path(tmp) / "pred.json"

@@ -43,7 +43,6 @@ __all__ = [
     "PipelineError",
     "compose_stage",
     "config_key",
-    "evaluate_split",
     "find_finished",
     "forwarded_overrides",
     "fuse_split",
@@ -270,16 +269,6 @@ def fuse_split(
     }
 
 
-def evaluate_split(
-    annotation_file: str | Path, subset: str, detections_file: str | Path, tiou_thresholds, protocol: str
-) -> dict[str, float]:
-    """``{"mAP": ..., "mAP@0.50": ...}`` of a detections file, read and scored as ``python -m tal.eval`` does."""
-    from tal.eval.detection import evaluate_detection
-
-    gt = load_ground_truth(annotation_file, subset=subset)
-    return evaluate_detection(gt, load_results(detections_file), tiou_thresholds, protocol).metrics()
-
-
 # ---------------------------------------------------------------------------------------------- the pipeline
 def run_pipeline(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict:
     """Run the two-stage system as ``cfg.pipeline`` says, in ``cfg.paths.output_dir``; return the report also
@@ -307,24 +296,20 @@ def run_pipeline(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dic
     others = [s for s in splits if s != "val"]
     start = time.perf_counter()
 
-    def stage(
-        name: str, block, extra: Sequence[str], needs: Sequence[str], experiment: str | None = None, base=()
-    ) -> dict:
-        stage_overrides = [
-            f"experiment={experiment or block.experiment}",
-            *base,
-            *set_overrides(_plain(block.get("set"))),
-            *common,
-            *extra,
-        ]
-        return run_stage(name, stage_overrides, out_dir / name, block.get("run_dir"), reuse_dir, needs)
+    def stage_overrides(
+        block, extra: Sequence[str] = (), experiment: str | None = None, base=()
+    ) -> list[str]:
+        """experiment < base < the block's ``set`` < the pipeline's and the command line's < ``extra``"""
+        own = set_overrides(_plain(block.get("set")))
+        return [f"experiment={experiment or block.experiment}", *base, *own, *common, *extra]
+
+    def stage(name: str, block, extra: Sequence[str], needs: Sequence[str], **kw) -> dict:
+        overrides = stage_overrides(block, extra, **kw)
+        return run_stage(name, overrides, out_dir / name, block.get("run_dir"), reuse_dir, needs)
 
     # every stage's config composes (experiment names, set keys) before anything trains
-    blocks = [p.proposals, *p.classifiers.values()] + ([p.cascade] if p.cascade.enabled else [])
-    for block in blocks:
-        compose_stage(
-            [f"experiment={block.experiment}", *set_overrides(_plain(block.get("set"))), *common], out_dir
-        )
+    for block in [p.proposals, *p.classifiers.values()] + ([p.cascade] if p.cascade.enabled else []):
+        compose_stage(stage_overrides(block), out_dir)
 
     predict_others = ["predict=true", f"predict_splits=[{','.join(others)}]"] if others else []
     stages: dict[str, dict] = {}
@@ -368,7 +353,7 @@ def run_pipeline(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dic
 
     from tal.models.classifier.ensemble import ensemble_runs
 
-    data = instantiate(compose_stage([f"experiment={p.proposals.experiment}", *common], out_dir).data)
+    data = instantiate(compose_stage(stage_overrides(p.proposals), out_dir).data)
     annotation_file, val_subset = data.annotation_path, data.subsets["val"]
     ens_start = time.perf_counter()
     ensemble = ensemble_runs(
@@ -405,14 +390,14 @@ def run_pipeline(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dic
         )
     tiou, protocol = cfg.eval.tiou_thresholds, cfg.eval.protocol
     tiou = list(tiou) if not isinstance(tiou, str) else tiou
-    final = evaluate_split(annotation_file, val_subset, paths["detections_val"], tiou, protocol)
-    oracle = _oracle_map(
-        annotation_file, val_subset, final_proposals["val"], fusion_dir, fusion, tiou, protocol
-    )
+    from tal.eval.detection import evaluate_detection
+
+    gt = load_ground_truth(annotation_file, subset=val_subset)  # as `python -m tal.eval` reads it
+    detections_val = load_results(paths["detections_val"])
+    final = evaluate_detection(gt, detections_val, tiou, protocol).metrics()
+    oracle = _oracle_map(gt, final_proposals["val"], fusion_dir, fusion, tiou, protocol)
     stages["fusion"] = {"run_dir": str(fusion_dir), "counts": counts, "paths": paths, "reused": False}
-    timelines = _timelines(
-        out_dir / "timelines", annotation_file, val_subset, paths["detections_val"], int(p.timelines)
-    )
+    timelines = _timelines(out_dir / "timelines", gt, detections_val, int(p.timelines))
     report = {
         "final": {**final, "oracle_mAP": oracle},
         "stages": stages,
@@ -440,23 +425,20 @@ def _plain(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if node is not None else {}
 
 
-def _oracle_map(annotation_file, subset, proposals_file, fusion_dir, fusion, tiou, protocol) -> float:
+def _oracle_map(gt, proposals_file, fusion_dir: Path, fusion: dict, tiou, protocol: str) -> float:
     """The average mAP of the same proposals fused with the ground-truth video labels (fusion's ceiling)."""
     from tal.eval.detection import evaluate_detection
     from tal.fusion import fuse, oracle_class_scores
 
-    gt = load_ground_truth(annotation_file, subset=subset)
     detections, _ = fuse(load_results(proposals_file), oracle_class_scores(gt), **fusion)
     write_results(fusion_dir / "detections_val_oracle.json", detections)
     return evaluate_detection(gt, detections, tiou, protocol).average_map
 
 
-def _timelines(out_dir: Path, annotation_file, subset: str, detections_file, count: int) -> list[str]:
-    """Timeline PNGs (:func:`tal.plot.plot_timeline`) of the first ``count`` validation videos with instances."""
+def _timelines(out_dir: Path, gt, detections, count: int) -> list[str]:
+    """Timeline PNGs (:func:`tal.plot.plot_timeline`) of the first ``count`` ground-truth videos with instances."""
     from tal.plot import plot_timeline
 
-    gt = load_ground_truth(annotation_file, subset=subset)
-    detections = load_results(detections_file)
     videos = [v for v in gt if v.num_instances][:count]
     return [str(plot_timeline(out_dir / f"{v.video_id}.png", v.video_id, detections, v)) for v in videos]
 

@@ -186,9 +186,9 @@ class Predictions:
             segments = [row["segment"] for row in rows]
             scores = [row["score"] for row in rows]
             labels = [row["label"] for row in rows if "label" in row]
-        except (KeyError, TypeError):
+            seg_arr, score_arr = np.array(segments), np.array(scores)
+        except (KeyError, TypeError, ValueError):  # ValueError: ragged segments such as [[0, 1], []]
             raise _row_error(results, source) from None
-        seg_arr, score_arr = np.array(segments), np.array(scores)
         if len(rows) and (seg_arr.dtype.kind not in "iuf" or seg_arr.shape != (len(rows), 2)):
             raise _row_error(results, source)
         if score_arr.dtype.kind not in "iuf" or score_arr.shape != (len(rows),):
