@@ -160,10 +160,8 @@ def config_key(cfg: DictConfig) -> str:
     """A digest of what ``cfg`` computes: the resolved config without where it writes (``paths``, loggers,
     callbacks) — two stages with equal keys train the same model on the same inputs."""
     cfg = cfg.copy()
-    with open_dict(cfg):
-        cfg.paths.output_dir = (
-            "<output_dir>"  # where it writes, also inside other keys (trainer.default_root_dir)
-        )
+    with open_dict(cfg):  # where it writes, also inside other keys (trainer.default_root_dir)
+        cfg.paths.output_dir = "<output_dir>"
     data = OmegaConf.to_container(cfg, resolve=True)
     for key in _NOT_IN_KEY:
         data.pop(key, None)
