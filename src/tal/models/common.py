@@ -83,6 +83,15 @@ def set_rng_states(states: dict) -> None:
     random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
 
 
+def adamw_step_decay(module: pl.LightningModule) -> dict:
+    """Lightning's optimizer config of a module whose hparams hold ``lr``, ``weight_decay``, ``lr_milestones``
+    and ``lr_gamma``: AdamW, the learning rate multiplied by ``lr_gamma`` at each milestone epoch."""
+    hp = module.hparams
+    optimizer = torch.optim.AdamW(module.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(hp.lr_milestones or []), hp.lr_gamma)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
 def results_path(root: str | Path, kind: str, split: str) -> Path:
     """Where a stage writes its ``kind`` (``detections``, ``proposals``, ``class_scores``) of ``split``."""
     return Path(root) / f"{kind}_{split}.json"

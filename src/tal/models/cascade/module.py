@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tal.models.common import TALModule
+from tal.models.common import TALModule, adamw_step_decay
 from tal.ops.timeaxis import sec_to_positions
 
 from .data import pad_proposals
@@ -137,10 +137,7 @@ class CascadeModule(TALModule):
         return losses["loss"]
 
     def configure_optimizers(self):
-        hp = self.hparams
-        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(hp.lr_milestones or []), hp.lr_gamma)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return adamw_step_decay(self)
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
