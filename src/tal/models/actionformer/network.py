@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import LayerNorm1d, MaskedConv1d, Scale, TransformerBlock
+from .blocks import MaskedConv1d, Scale, TransformerBlock
 
 
 def pad_to_multiple(
@@ -66,12 +66,12 @@ class ConvHead(nn.Module):
         self.convs = nn.ModuleList(
             MaskedConv1d(a, b, kernel_size, bias=False) for a, b in zip(dims[:-1], dims[1:])
         )
-        self.norms = nn.ModuleList(LayerNorm1d(d) for d in dims[1:])
+        self.norms = nn.ModuleList(nn.LayerNorm(d) for d in dims[1:])
         self.out = MaskedConv1d(dims[-1], out_dim, kernel_size)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x (B, C, T), mask (B, T) -> (B, out_dim, T), zero at padded positions."""
-        keep = mask[:, None].to(x.dtype)
+        """x (B, T, C), mask (B, T) -> (B, T, out_dim), zero at padded positions."""
+        keep = mask[..., None].to(x.dtype)
         for conv, norm in zip(self.convs, self.norms):
             x = F.relu(norm(conv(x, mask)[0])) * keep
         return self.out(x, mask)[0]
@@ -122,7 +122,7 @@ class ActionFormerNet(nn.Module):
                 MaskedConv1d(embed_dim, embed_dim, 3, bias=False),
             ]
         )
-        self.embed_norms = nn.ModuleList([LayerNorm1d(embed_dim), LayerNorm1d(embed_dim)])
+        self.embed_norms = nn.ModuleList([nn.LayerNorm(embed_dim), nn.LayerNorm(embed_dim)])
         block = dict(
             mlp_ratio=mlp_ratio,
             attn_drop=attn_drop,
@@ -139,7 +139,7 @@ class ActionFormerNet(nn.Module):
             TransformerBlock(embed_dim, num_heads, windows[l], stride=2, **block)
             for l in range(1, num_levels)
         )
-        self.neck = nn.ModuleList(LayerNorm1d(embed_dim) for _ in range(num_levels))
+        self.neck = nn.ModuleList(nn.LayerNorm(embed_dim) for _ in range(num_levels))
         self.cls_head = ConvHead(embed_dim, head_dim, num_classes, head_layers)
         self.reg_head = ConvHead(embed_dim, head_dim, 2, head_layers)
         self.reg_scales = nn.ModuleList(Scale() for _ in range(num_levels))
@@ -158,11 +158,13 @@ class ActionFormerNet(nn.Module):
         """feats (B, C_in, T), mask (B, T) -> per level: cls logits (B, T_l, K), offsets (B, T_l, 2), mask (B, T_l).
 
         ``T`` is padded to a multiple of ``max_stride`` first, so ``T_0 = ceil(T / max_stride) * max_stride``.
+        Inside, sequences are channels last, ``(B, T, C)`` (see :mod:`.blocks`).
         """
         x, mask = pad_to_multiple(feats, mask, self.max_stride)
-        x = x * mask[:, None].to(x.dtype)
+        keep = mask[..., None].to(x.dtype)
+        x = x.transpose(1, 2) * keep  # (B, T, C_in), a view: the first conv reads it as it is
         for conv, norm in zip(self.embed, self.embed_norms):
-            x = F.relu(norm(conv(x, mask)[0])) * mask[:, None].to(x.dtype)
+            x = F.relu(norm(conv(x, mask)[0])) * keep
         for blk in self.stem:
             x, mask = blk(x, mask)
         levels = [(x, mask)]
@@ -170,8 +172,8 @@ class ActionFormerNet(nn.Module):
             levels.append(blk(*levels[-1]))
         cls_logits, offsets, masks = [], [], []
         for (x, m), norm, scale in zip(levels, self.neck, self.reg_scales):
-            x = norm(x) * m[:, None].to(x.dtype)
-            cls_logits.append(self.cls_head(x, m).transpose(1, 2))
-            offsets.append(self.offset_relu(scale(self.reg_head(x, m))).transpose(1, 2))
+            x = norm(x) * m[..., None].to(x.dtype)
+            cls_logits.append(self.cls_head(x, m))
+            offsets.append(self.offset_relu(scale(self.reg_head(x, m))))
             masks.append(m)
         return cls_logits, offsets, masks
