@@ -1,5 +1,6 @@
 """ActionFormer speed and memory on CPU: banded local attention against the dense masked local attention (the
-O(T²) reference, same function) and global attention, measured in the same run.
+O(T²) reference, same function), global attention and, given its checkout, the official code, measured in the
+same run.
 
 Two configurations, ActionFormer's THUMOS14 sizes (embedding / heads 512, 4 heads, window 19, 6 levels):
 THUMOS (input 2048 × 2304, 20 classes) and FineAction-like (input 2048 × 4608, 106 classes); batch 2 of videos
@@ -13,13 +14,29 @@ filling 100% and ~78% of ``max_seq_len``, 10 instances each. For each attention:
 - peak memory: the most resident memory the training (resp. inference) steps add to the process, from a fresh
   process per measurement (Linux ``VmHWM`` after resetting it through ``/proc/self/clear_refs``).
 
+Two more rows put the figures in perspective:
+
+- ``attention-free bound``: the same network with the local attention replaced by ``v`` (its values, no cost at
+  all): what no attention implementation can beat. Against the dense masked row it bounds the gain any banded
+  or sliding-window attention can give (Amdahl's law: the convolutions and projections around it are the same
+  in every variant).
+- ``official`` (``--official PATH``): the official implementation (github.com/happyharrycn/actionformer_release,
+  imported from your checkout, its NMS extension built; see experiments/actionformer_parity) at the same sizes,
+  on the same two videos, with the same AdamW step; its inference is its own loop (one video at a time, padded
+  to ``max_seq_len``, its C++ Soft-NMS). ``--official-python``: a Python where the official requirements import.
+
     /work/bin/heavy python benchmarks/bench_actionformer.py [--iters 2] [--threads 2] [--configs thumos fineaction]
+        [--official /path/to/actionformer_release [--official-python /path/to/python]]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,8 +52,10 @@ VARIANTS = {
     "banded local": dict(window_size=19, attention="banded"),
     "dense local": dict(window_size=19, attention="dense"),
     "global": dict(window_size=0, attention="dense"),
+    "attention-free bound": dict(window_size=19, attention="banded"),  # local attention replaced by its values
 }
 BATCH = 2
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_batch(in_channels: int, num_classes: int, max_seq_len: int, generator: torch.Generator) -> dict:
@@ -67,6 +86,18 @@ def _status_kib(key: str) -> int:
     raise KeyError(key)
 
 
+def timed(fn, iters: int) -> dict[str, float]:
+    """Seconds per call of ``fn`` (one warm-up call, then ``iters``) and the peak MiB the calls add."""
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident size (VmHWM) to the current one
+    baseline_kib = _status_kib("VmRSS")
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    sec = (time.perf_counter() - start) / iters
+    return {"sec": sec, "peak_mib": (_status_kib("VmHWM") - baseline_kib) / 1024}
+
+
 def measure(config: str, variant: str, phase: str, iters: int, threads: int) -> dict[str, float]:
     """Seconds per call of one ``phase`` (train: one iteration; infer: one batch) and the peak MiB it adds."""
     torch.set_num_threads(threads)
@@ -74,6 +105,10 @@ def measure(config: str, variant: str, phase: str, iters: int, threads: int) -> 
     batch = make_batch(
         cfg["in_channels"], cfg["num_classes"], cfg["max_seq_len"], torch.Generator().manual_seed(0)
     )
+    if variant == "attention-free bound":  # this process only: every local attention returns its values
+        import tal.models.actionformer.blocks as blocks
+
+        blocks.local_attention = lambda q, k, v, *args, **kwargs: v
     torch.manual_seed(0)
     model = ActionFormerModule(
         cfg["in_channels"], cfg["num_classes"], max_seq_len=cfg["max_seq_len"], network=VARIANTS[variant]
@@ -101,18 +136,79 @@ def measure(config: str, variant: str, phase: str, iters: int, threads: int) -> 
     fn = {"train": train_step, "infer": infer, "infer_padded": infer_padded}[phase]
     if phase == "train":  # AdamW's state exists before the baseline: it is the model's, not the step's
         train_step()
-    Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident size (VmHWM) to the current one
-    baseline_kib = _status_kib("VmRSS")
-    fn()  # warm-up
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    sec = (time.perf_counter() - start) / iters
-    return {"sec": sec, "peak_mib": (_status_kib("VmHWM") - baseline_kib) / 1024}
+    return timed(fn, iters)
+
+
+def measure_official(config: str, phase: str, iters: int, threads: int, checkout: str) -> dict[str, float]:
+    """:func:`measure` for the official code of ``checkout`` on the same batch (its own forward, targets, losses
+    and inference loop; the same AdamW step)."""
+    sys.path.insert(0, str(ROOT / "experiments" / "actionformer_parity"))
+    import official
+
+    torch.set_num_threads(threads)
+    cfg = CONFIGS[config]
+    batch = make_batch(
+        cfg["in_channels"], cfg["num_classes"], cfg["max_seq_len"], torch.Generator().manual_seed(0)
+    )
+    off = official.load(checkout)
+    sizes = {
+        "dataset.input_dim": cfg["in_channels"],
+        "dataset.num_classes": cfg["num_classes"],
+        "dataset.max_seq_len": cfg["max_seq_len"],
+        "dataset.feat_stride": 4,
+        "model.embd_dim": 512,
+        "model.fpn_dim": 512,
+        "model.head_dim": 512,
+    }
+    with tempfile.TemporaryDirectory() as data_dir:  # paths only: nothing is read from it
+        model_cfg = official.config(off, data_dir, seed=0, **sizes)
+    torch.manual_seed(0)
+    model = official.build_model(off, model_cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    lengths = batch["mask"].sum(1).tolist()
+    videos = [
+        {
+            "video_id": str(i),
+            "feats": batch["feats"][i, :, :n],
+            "segments": batch["segments"][i],
+            "labels": batch["labels"][i],
+            "fps": 30.0,
+            "duration": n * 4 / 30,
+            "feat_stride": 4,
+            "feat_num_frames": 16,
+        }
+        for i, n in enumerate(lengths)
+    ]
+
+    def train_step():
+        model.train()
+        loss = model(videos)["final_loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    @torch.no_grad()
+    def infer():  # the official evaluation loop: one video per forward pass
+        model.eval()
+        for video in videos:
+            model([video])
+
+    if phase == "train":
+        train_step()
+    return timed(train_step if phase == "train" else infer, iters)
 
 
 def _child(queue, *args) -> None:
     queue.put(measure(*args))
+
+
+def measure_official_fresh(python: str, *args) -> dict[str, float]:
+    """:func:`measure_official` in a fresh process of ``python`` (one where the official requirements import)."""
+    cmd = [python, __file__, "--_official-child", json.dumps(args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"the official measurement failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def measure_fresh(*args) -> dict[str, float]:
@@ -131,7 +227,13 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=2, help="timed calls after one warm-up call")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=["thumos", "fineaction"])
+    ap.add_argument("--official", metavar="PATH", help="a checkout of actionformer_release: measure it too")
+    ap.add_argument("--official-python", default=sys.executable, help="the Python to run the official code with")
+    ap.add_argument("--_official-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args._official_child:  # a measurement of the official code, printed as one JSON line
+        print(json.dumps(measure_official(*json.loads(args._official_child))))
+        return
     for config in args.configs:
         cfg = CONFIGS[config]
         print(
@@ -142,12 +244,17 @@ def main() -> None:
             v: {p: measure_fresh(config, v, p, args.iters, args.threads) for p in ("train", "infer")}
             for v in VARIANTS
         }
+        if args.official:
+            res["official"] = {
+                p: measure_official_fresh(args.official_python, config, p, args.iters, args.threads, args.official)
+                for p in ("train", "infer")
+            }
         print(
-            f"{'':>14} {'train s/it':>11} {'infer s/video':>14} {'train peak MiB':>15} {'infer peak MiB':>15}"
+            f"{'':>20} {'train s/it':>11} {'infer s/video':>14} {'train peak MiB':>15} {'infer peak MiB':>15}"
         )
         for v, r in res.items():
             print(
-                f"{v:>14} {r['train']['sec']:>11.2f} {r['infer']['sec'] / BATCH:>14.3f} "
+                f"{v:>20} {r['train']['sec']:>11.2f} {r['infer']['sec'] / BATCH:>14.3f} "
                 f"{r['train']['peak_mib']:>15.0f} {r['infer']['peak_mib']:>15.0f}"
             )
         padded = measure_fresh(config, "dense local", "infer_padded", args.iters, args.threads)
@@ -157,11 +264,19 @@ def main() -> None:
             f"video's own length: x{padded['sec'] / res['banded local']['infer']['sec']:.2f} faster"
         )
         ref = res["dense local"]
-        for v in ("banded local", "global"):
+        for v in ("banded local", "global", "attention-free bound"):
             r = res[v]
             print(
                 f"{v} vs dense local: training x{ref['train']['sec'] / r['train']['sec']:.2f} faster, inference "
                 f"x{ref['infer']['sec'] / r['infer']['sec']:.2f} faster, peak memory x"
+                f"{r['train']['peak_mib'] / ref['train']['peak_mib']:.2f} (training) / x"
+                f"{r['infer']['peak_mib'] / ref['infer']['peak_mib']:.2f} (inference)"
+            )
+        if args.official:
+            ref, r = res["official"], res["banded local"]
+            print(
+                f"banded local vs official: training x{ref['train']['sec'] / r['train']['sec']:.2f} faster, "
+                f"inference x{ref['infer']['sec'] / r['infer']['sec']:.2f} faster, peak memory x"
                 f"{r['train']['peak_mib'] / ref['train']['peak_mib']:.2f} (training) / x"
                 f"{r['infer']['peak_mib'] / ref['infer']['peak_mib']:.2f} (inference)"
             )

@@ -15,11 +15,14 @@ from tal.models.actionformer import (
     PositiveCountEMA,
     actionformer_loss,
     assign_targets,
+    conv1d_btc,
     detect_video,
     diou_loss_1d,
+    linear_btc,
     local_attention,
     local_window_mask,
     make_points,
+    max_pool1d_btc,
     select_candidates,
     vote_per_class,
     warmup_cosine_factor,
@@ -67,6 +70,36 @@ def test_local_attention_matches_dense_reference(window):
     want = dense_reference_attention(q, k, v, key_mask, window)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert torch.isfinite(got).all()
+
+
+@pytest.mark.parametrize("kernel,stride,groups,length", [(3, 1, 1, 11), (3, 2, 1, 11), (1, 1, 1, 8), (3, 2, 6, 10)])
+def test_channels_last_conv_equals_conv1d(kernel, stride, groups, length):
+    """conv1d_btc on (B, T, C) equals torch's channels-first Conv1d ('same' padding), outputs and gradients."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, length, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    conv = torch.nn.Conv1d(6, 12, kernel, stride, padding=kernel // 2, groups=groups).double()
+    got = conv1d_btc(x, conv.weight, conv.bias, stride, groups)
+    want = conv(x.transpose(1, 2)).transpose(1, 2)
+    assert got.shape == want.shape and got.is_contiguous()
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    weights = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+    got_grads = torch.autograd.grad((got * weights).sum(), (x, conv.weight, conv.bias))
+    want_grads = torch.autograd.grad((want * weights).sum(), (x, conv.weight, conv.bias))
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_channels_last_linear_and_pool_equal_torch():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 9, 5, generator=gen)
+    layer = torch.nn.Linear(5, 7)
+    torch.testing.assert_close(linear_btc(x, layer), layer(x), rtol=1e-6, atol=1e-6)
+    x[0, 3:6] = torch.tensor([1.0, 4.0, 2.0])[:, None]  # a hand case: positions 3..5 of video 0
+    want = torch.nn.MaxPool1d(3, 2, padding=1)(x.transpose(1, 2)).transpose(1, 2)
+    got = max_pool1d_btc(x, 2)
+    assert got.shape == (2, 5, 5)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert (got[0, 2] == 4.0).all()  # output 2 pools inputs 3, 4, 5
 
 
 def tiny_net(**kw) -> ActionFormerNet:
