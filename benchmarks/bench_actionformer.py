@@ -52,7 +52,9 @@ VARIANTS = {
     "banded local": dict(window_size=19, attention="banded"),
     "dense local": dict(window_size=19, attention="dense"),
     "global": dict(window_size=0, attention="dense"),
-    "attention-free bound": dict(window_size=19, attention="banded"),  # local attention replaced by its values
+    "attention-free bound": dict(
+        window_size=19, attention="banded"
+    ),  # local attention replaced by its values
 }
 BATCH = 2
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,7 +230,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=["thumos", "fineaction"])
     ap.add_argument("--official", metavar="PATH", help="a checkout of actionformer_release: measure it too")
-    ap.add_argument("--official-python", default=sys.executable, help="the Python to run the official code with")
+    ap.add_argument(
+        "--official-python", default=sys.executable, help="the Python to run the official code with"
+    )
     ap.add_argument("--_official-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._official_child:  # a measurement of the official code, printed as one JSON line
@@ -246,7 +250,9 @@ def main() -> None:
         }
         if args.official:
             res["official"] = {
-                p: measure_official_fresh(args.official_python, config, p, args.iters, args.threads, args.official)
+                p: measure_official_fresh(
+                    args.official_python, config, p, args.iters, args.threads, args.official
+                )
                 for p in ("train", "infer")
             }
         print(

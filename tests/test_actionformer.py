@@ -72,7 +72,9 @@ def test_local_attention_matches_dense_reference(window):
     assert torch.isfinite(got).all()
 
 
-@pytest.mark.parametrize("kernel,stride,groups,length", [(3, 1, 1, 11), (3, 2, 1, 11), (1, 1, 1, 8), (3, 2, 6, 10)])
+@pytest.mark.parametrize(
+    "kernel,stride,groups,length", [(3, 1, 1, 11), (3, 2, 1, 11), (1, 1, 1, 8), (3, 2, 6, 10)]
+)
 def test_channels_last_conv_equals_conv1d(kernel, stride, groups, length):
     """conv1d_btc on (B, T, C) equals torch's channels-first Conv1d ('same' padding), outputs and gradients."""
     gen = torch.Generator().manual_seed(0)
