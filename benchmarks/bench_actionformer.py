@@ -14,6 +14,9 @@ filling 100% and ~78% of ``max_seq_len``, 10 instances each. For each attention:
 - peak memory: the most resident memory the training (resp. inference) steps add to the process, from a fresh
   process per measurement (Linux ``VmHWM`` after resetting it through ``/proc/self/clear_refs``).
 
+Each figure is the median over ``--rounds`` fresh-process measurements, taken in interleaved rounds (every row
+once per round), so that a slow spell of a shared machine does not land on one row only.
+
 Two more rows put the figures in perspective:
 
 - ``attention-free bound``: the same network with the local attention replaced by ``v`` (its values, no cost at
@@ -25,7 +28,8 @@ Two more rows put the figures in perspective:
   on the same two videos, with the same AdamW step; its inference is its own loop (one video at a time, padded
   to ``max_seq_len``, its C++ Soft-NMS). ``--official-python``: a Python where the official requirements import.
 
-    /work/bin/heavy python benchmarks/bench_actionformer.py [--iters 2] [--threads 2] [--configs thumos fineaction]
+    /work/bin/heavy python benchmarks/bench_actionformer.py [--iters 2] [--rounds 3] [--threads 2]
+        [--configs thumos fineaction]
         [--official /path/to/actionformer_release [--official-python /path/to/python]]
 """
 
@@ -34,10 +38,12 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -224,9 +230,15 @@ def measure_fresh(*args) -> dict[str, float]:
     return result
 
 
+def median(measurements: list[dict[str, float]]) -> dict[str, float]:
+    """The median of each figure over the rounds."""
+    return {k: statistics.median(m[k] for m in measurements) for k in measurements[0]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iters", type=int, default=2, help="timed calls after one warm-up call")
+    ap.add_argument("--rounds", type=int, default=3, help="fresh-process measurements per row (median)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=["thumos", "fineaction"])
     ap.add_argument("--official", metavar="PATH", help="a checkout of actionformer_release: measure it too")
@@ -242,19 +254,19 @@ def main() -> None:
         cfg = CONFIGS[config]
         print(
             f"\n{cfg['title']}: input {cfg['in_channels']} x {cfg['max_seq_len']}, {cfg['num_classes']} classes, "
-            f"batch {BATCH}, window 19, {args.threads} CPU threads, {args.iters} timed calls"
+            f"batch {BATCH}, window 19, {args.threads} CPU threads, {args.iters} timed calls, median of "
+            f"{args.rounds} interleaved rounds"
         )
-        res = {
-            v: {p: measure_fresh(config, v, p, args.iters, args.threads) for p in ("train", "infer")}
-            for v in VARIANTS
-        }
+        runs = {v: (measure_fresh, (config, v)) for v in VARIANTS}
         if args.official:
-            res["official"] = {
-                p: measure_official_fresh(
-                    args.official_python, config, p, args.iters, args.threads, args.official
-                )
-                for p in ("train", "infer")
-            }
+            runs["official"] = (partial(measure_official_fresh, args.official_python), (config,))
+        res = {v: {"train": [], "infer": []} for v in runs}
+        for _ in range(args.rounds):  # interleaved, so that a slow minute of the machine hits every row alike
+            for v, (fn, head) in runs.items():
+                for p in ("train", "infer"):
+                    tail = (args.official,) if v == "official" else ()
+                    res[v][p].append(fn(*head, p, args.iters, args.threads, *tail))
+        res = {v: {p: median(ms) for p, ms in phases.items()} for v, phases in res.items()}
         print(
             f"{'':>20} {'train s/it':>11} {'infer s/video':>14} {'train peak MiB':>15} {'infer peak MiB':>15}"
         )
