@@ -34,6 +34,7 @@ from tal.eval.proposal import evaluate_proposals
 from tal.formats.annotations import AnnotationSet
 from tal.formats.class_scores import ClassScores, write_class_scores
 from tal.formats.results import Predictions, write_results
+from tal.utils.distributed import destroy_process_group_at_exit
 from tal.utils.io import atomic_write_json
 
 #: the evaluation settings a module uses when none are given (``eval:`` block of ``conf/run.yaml``)
@@ -161,6 +162,7 @@ class TALModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
+        destroy_process_group_at_exit()  # in every process of a DDP run, once its process group exists
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None:
             return
