@@ -293,9 +293,8 @@ class TransformerBlock(nn.Module):
         attn, out_mask = self.attn(self.norm1(x) * mask[..., None].to(x.dtype), mask)
         keep = out_mask[..., None].to(x.dtype)
         skip = x
-        if (
-            self.stride > 1
-        ):  # -inf at padded positions: the pooled skip of a valid position never sees padding
+        if self.stride > 1:
+            # -inf at padded positions: the pooled skip of a valid position never sees padding
             skip = max_pool1d_btc(x.masked_fill(~mask[..., None], float("-inf")), self.stride)
         skip = skip.masked_fill(~out_mask[..., None], 0.0)
         x = skip + self.drop_path(self.ls1(attn))
