@@ -94,6 +94,14 @@ def _status_kib(key: str) -> int:
     raise KeyError(key)
 
 
+def config_batch(config: str) -> dict:
+    """The batch of :func:`make_batch` at the sizes of ``CONFIGS[config]`` (the same in every process)."""
+    cfg = CONFIGS[config]
+    return make_batch(
+        cfg["in_channels"], cfg["num_classes"], cfg["max_seq_len"], torch.Generator().manual_seed(0)
+    )
+
+
 def timed(fn, iters: int) -> dict[str, float]:
     """Seconds per call of ``fn`` (one warm-up call, then ``iters``) and the peak MiB the calls add."""
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident size (VmHWM) to the current one
@@ -109,10 +117,7 @@ def timed(fn, iters: int) -> dict[str, float]:
 def measure(config: str, variant: str, phase: str, iters: int, threads: int) -> dict[str, float]:
     """Seconds per call of one ``phase`` (train: one iteration; infer: one batch) and the peak MiB it adds."""
     torch.set_num_threads(threads)
-    cfg = CONFIGS[config]
-    batch = make_batch(
-        cfg["in_channels"], cfg["num_classes"], cfg["max_seq_len"], torch.Generator().manual_seed(0)
-    )
+    cfg, batch = CONFIGS[config], config_batch(config)
     if variant == "attention-free bound":  # this process only: every local attention returns its values
         import tal.models.actionformer.blocks as blocks
 
@@ -147,17 +152,14 @@ def measure(config: str, variant: str, phase: str, iters: int, threads: int) -> 
     return timed(fn, iters)
 
 
-def measure_official(config: str, phase: str, iters: int, threads: int, checkout: str) -> dict[str, float]:
+def measure_official(checkout: str, config: str, phase: str, iters: int, threads: int) -> dict[str, float]:
     """:func:`measure` for the official code of ``checkout`` on the same batch (its own forward, targets, losses
     and inference loop; the same AdamW step)."""
     sys.path.insert(0, str(ROOT / "experiments" / "actionformer_parity"))
     import official
 
     torch.set_num_threads(threads)
-    cfg = CONFIGS[config]
-    batch = make_batch(
-        cfg["in_channels"], cfg["num_classes"], cfg["max_seq_len"], torch.Generator().manual_seed(0)
-    )
+    cfg, batch = CONFIGS[config], config_batch(config)
     off = official.load(checkout)
     sizes = {
         "dataset.input_dim": cfg["in_channels"],
@@ -235,6 +237,17 @@ def median(measurements: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(m[k] for m in measurements) for k in measurements[0]}
 
 
+def print_ratios(res: dict, row: str, ref_row: str) -> None:
+    """How many times faster ``row`` trains and infers than ``ref_row``, and the ratio of their peak memory."""
+    r, ref = res[row], res[ref_row]
+    print(
+        f"{row} vs {ref_row}: training x{ref['train']['sec'] / r['train']['sec']:.2f} faster, inference "
+        f"x{ref['infer']['sec'] / r['infer']['sec']:.2f} faster, peak memory x"
+        f"{r['train']['peak_mib'] / ref['train']['peak_mib']:.2f} (training) / x"
+        f"{r['infer']['peak_mib'] / ref['infer']['peak_mib']:.2f} (inference)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iters", type=int, default=2, help="timed calls after one warm-up call")
@@ -257,15 +270,14 @@ def main() -> None:
             f"batch {BATCH}, window 19, {args.threads} CPU threads, {args.iters} timed calls, median of "
             f"{args.rounds} interleaved rounds"
         )
-        runs = {v: (measure_fresh, (config, v)) for v in VARIANTS}
+        runs = {v: partial(measure_fresh, config, v) for v in VARIANTS}  # each: fn(phase, iters, threads)
         if args.official:
-            runs["official"] = (partial(measure_official_fresh, args.official_python), (config,))
+            runs["official"] = partial(measure_official_fresh, args.official_python, args.official, config)
         res = {v: {"train": [], "infer": []} for v in runs}
         for _ in range(args.rounds):  # interleaved, so that a slow minute of the machine hits every row alike
-            for v, (fn, head) in runs.items():
+            for v, fn in runs.items():
                 for p in ("train", "infer"):
-                    tail = (args.official,) if v == "official" else ()
-                    res[v][p].append(fn(*head, p, args.iters, args.threads, *tail))
+                    res[v][p].append(fn(p, args.iters, args.threads))
         res = {v: {p: median(ms) for p, ms in phases.items()} for v, phases in res.items()}
         print(
             f"{'':>20} {'train s/it':>11} {'infer s/video':>14} {'train peak MiB':>15} {'infer peak MiB':>15}"
@@ -281,23 +293,10 @@ def main() -> None:
             f"{padded['sec'] / BATCH:.3f} s/video, peak {padded['peak_mib']:.0f} MiB; banded local at each "
             f"video's own length: x{padded['sec'] / res['banded local']['infer']['sec']:.2f} faster"
         )
-        ref = res["dense local"]
         for v in ("banded local", "global", "attention-free bound"):
-            r = res[v]
-            print(
-                f"{v} vs dense local: training x{ref['train']['sec'] / r['train']['sec']:.2f} faster, inference "
-                f"x{ref['infer']['sec'] / r['infer']['sec']:.2f} faster, peak memory x"
-                f"{r['train']['peak_mib'] / ref['train']['peak_mib']:.2f} (training) / x"
-                f"{r['infer']['peak_mib'] / ref['infer']['peak_mib']:.2f} (inference)"
-            )
+            print_ratios(res, v, "dense local")
         if args.official:
-            ref, r = res["official"], res["banded local"]
-            print(
-                f"banded local vs official: training x{ref['train']['sec'] / r['train']['sec']:.2f} faster, "
-                f"inference x{ref['infer']['sec'] / r['infer']['sec']:.2f} faster, peak memory x"
-                f"{r['train']['peak_mib'] / ref['train']['peak_mib']:.2f} (training) / x"
-                f"{r['infer']['peak_mib'] / ref['infer']['peak_mib']:.2f} (inference)"
-            )
+            print_ratios(res, "banded local", "official")
 
 
 if __name__ == "__main__":
